@@ -1,0 +1,1 @@
+"""Pure approval logic: the alert model, workflow, chain-of-command policy, hashing and screening. No I/O."""

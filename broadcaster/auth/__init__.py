@@ -1,0 +1,1 @@
+"""Who is asking: passwords, API tokens, sessions and role checks."""

@@ -1,0 +1,102 @@
+"""`broadcaster demo`: the whole service on embedded defaults, with demo users, for a first look.
+
+The demo always uses its own SQLite file (var/demo/broadcaster.db), never the configured
+database: it prints passwords, and those must never become valid on a real installation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from approvals.roles import Role
+from broadcaster import audit, users
+from broadcaster.service import serve
+from broadcaster.settings import DatabaseSettings, LoadedSettings
+
+DEMO_DATABASE = Path("var/demo/broadcaster.db")
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    display_name: str
+    role: Role
+    rank: int
+
+
+DEMO_USERS = (
+    DemoUser("officer", "Dana Duty (duty officer)", Role.duty_officer, 1),
+    DemoUser("approver1", "Alex First (approver)", Role.approver, 2),
+    DemoUser("approver2", "Sam Second (approver)", Role.approver, 3),
+    DemoUser("responder", "Riley Response (responder)", Role.responder, 1),
+    DemoUser("admin", "Ada Admin (administrator)", Role.administrator, 3),
+)
+
+
+def demo_settings(loaded: LoadedSettings) -> LoadedSettings:
+    database = DatabaseSettings(url=f"sqlite+aiosqlite:///{DEMO_DATABASE}")
+    settings = loaded.settings.model_copy(update={"database": database})
+    return LoadedSettings(settings, loaded.source, {"session_key": loaded.secret("session_key")})
+
+
+async def ensure_demo_users(engine: AsyncEngine) -> dict[str, str]:
+    """Create the demo users, or give existing ones fresh passwords; return the passwords."""
+    passwords: dict[str, str] = {}
+    async with engine.begin() as connection:
+        for demo in DEMO_USERS:
+            password = secrets.token_urlsafe(12)
+            if await users.get_user(connection, demo.username) is None:
+                await users.add_user(
+                    connection,
+                    demo.username,
+                    demo.role,
+                    password=password,
+                    display_name=demo.display_name,
+                    rank=demo.rank,
+                )
+            else:
+                await users.set_password(connection, demo.username, password)
+            passwords[demo.username] = password
+        await audit.append(
+            connection,
+            audit.AuditEntry(
+                actor="system",
+                action="demo.users_ready",
+                details={"users": [d.username for d in DEMO_USERS]},
+            ),
+        )
+    return passwords
+
+
+async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
+    passwords: dict[str, str] = {}
+
+    async def prepare(engine: AsyncEngine) -> None:
+        passwords.update(await ensure_demo_users(engine))
+
+    def announce(url: str) -> None:
+        lines = [
+            "",
+            "Crisis Broadcaster demo is running (embedded SQLite: var/demo/broadcaster.db).",
+            "",
+            "Demo users (passwords are new each time the demo starts):",
+        ]
+        for demo in DEMO_USERS:
+            lines.append(f"  {demo.role.value:<14} {demo.username:<10} {passwords[demo.username]}")
+        lines += [
+            "",
+            f"Console:   {url}/",
+            f"Readiness: {url}/readyz",
+            "",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        print("\n".join(lines), flush=True)  # for the person at the terminal, not the log
+
+    await serve(demo_settings(loaded), prepare=prepare, on_ready=announce, port=port)
+    print("Demo stopped.", file=sys.stderr, flush=True)

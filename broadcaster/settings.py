@@ -1,0 +1,247 @@
+"""Service settings: `config/broadcaster.toml`, overridden by `BROADCASTER_...` variables.
+
+Precedence, highest first: environment (`BROADCASTER_SERVER__PORT=9000`), the config file, the
+defaults below. The shipped `config/broadcaster.toml` restates these defaults so an administrator
+can read and edit them; a test keeps the two equal.
+
+Secrets never live in a config file. Config only names where a secret comes from (an environment
+variable or a file) with a `SecretRef`; `load_settings` resolves every reference at start-up so a
+missing secret stops the service with one clear message instead of failing later.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as token_source
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "BROADCASTER_"
+ENV_NESTED_DELIMITER = "__"
+CONFIG_ENV_VAR = "BROADCASTER_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config/broadcaster.toml")
+SUPPORTED_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class ConfigError(Exception):
+    """A configuration problem to fix; the message says where, what, and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Section):
+    """Where a secret comes from: exactly one of an environment variable or a file."""
+
+    env: str | None = None
+    file: Path | None = None
+    # For secrets that only this installation uses (the session signing key), a random value is
+    # written to `file` on first start so the embedded default runs with no set-up.
+    generate: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError('name exactly one source: env = "VARIABLE" or file = "path"')
+        if self.generate and self.file is None:
+            raise ValueError('generate = true needs file = "path" to keep the generated secret in')
+        return self
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The address the public and the console reach us at; used in links we publish.
+    public_url: str | None = None
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Refuse request bodies above this size with 413 before reading them.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///var/broadcaster.db"
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _supported_scheme(self) -> DatabaseSettings:
+        scheme = self.url.split("://", 1)[0]
+        if scheme not in SUPPORTED_DATABASE_SCHEMES:
+            allowed = " or ".join(f"{s}://" for s in SUPPORTED_DATABASE_SCHEMES)
+            raise ValueError(f"database URL scheme {scheme!r} is not supported; use {allowed}")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class WorkerSettings(_Section):
+    # `broadcaster serve` runs a dispatcher worker inside the web process when true; set false
+    # when separate `broadcaster worker` processes do the fan-out.
+    in_process: bool = True
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A worker silent for this long is presumed dead and its leased deliveries are claimed again.
+    lease_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
+class SecretsSettings(_Section):
+    session_key: SecretRef = SecretRef(file=Path("var/secrets/session_key"), generate=True)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    logging: LoggingSettings = LoggingSettings()
+    worker: WorkerSettings = WorkerSettings()
+    secrets: SecretsSettings = SecretsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init arguments; the environment must win over them.
+        return env_settings, init_settings
+
+
+class LoadedSettings:
+    """Validated settings, where they came from, and the resolved secrets."""
+
+    def __init__(self, settings: Settings, source: Path | None, secrets: dict[str, SecretStr]):
+        self.settings = settings
+        self.source = source
+        self._secrets = secrets
+
+    def secret(self, name: str) -> SecretStr:
+        return self._secrets[name]
+
+
+def config_path_from(explicit: Path | None) -> Path | None:
+    """The file to read: --config, else $BROADCASTER_CONFIG, else ./config/broadcaster.toml."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_settings(explicit: Path | None = None) -> LoadedSettings:
+    """Read, validate and resolve; raise ConfigError with a message fit to show a person."""
+    path = config_path_from(explicit)
+    data = _read_toml(path) if path is not None else {}
+    try:
+        settings = Settings(**data)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error, path)) from None
+    where = str(path) if path else "the built-in defaults"
+    resolved = {
+        name: resolve_secret(ref, f"{where}: secrets.{name}") for name, ref in settings.secrets
+    }
+    return LoadedSettings(settings, path, resolved)
+
+
+def resolve_secret(ref: SecretRef, where: str) -> SecretStr:
+    """The secret's value; ConfigError naming the reference (never the value) when it is missing."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if not value:
+            raise ConfigError(
+                f"{where}: environment variable {ref.env} is not set or empty. "
+                f'Set it, or point the secret at a file with file = "path".'
+            )
+        return SecretStr(value)
+    assert ref.file is not None  # guaranteed by SecretRef's validator
+    if not ref.file.exists() and ref.generate:
+        _write_generated_secret(ref.file)
+    try:
+        value = ref.file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: secret file {ref.file} does not exist. Create it (mode 0600) or set "
+            f"generate = true for a secret this installation may invent itself."
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"{where}: cannot read secret file {ref.file}: {error.strerror}"
+        ) from None
+    if not value:
+        raise ConfigError(f"{where}: secret file {ref.file} is empty.")
+    return SecretStr(value)
+
+
+def _write_generated_secret(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(token_source.token_urlsafe(32))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+
+
+def _describe_validation_error(error: ValidationError, path: Path | None) -> str:
+    lines = [_describe_one(detail, path) for detail in error.errors(include_url=False)]
+    heading = "invalid configuration" if len(lines) == 1 else f"{len(lines)} configuration problems"
+    return heading + ":\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def _describe_one(detail: Any, path: Path | None) -> str:
+    loc = [str(part) for part in detail["loc"]]
+    dotted = ".".join(loc)
+    env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(loc).upper()
+    origin = (
+        f"environment variable {env_name}"
+        if env_name in os.environ
+        else (str(path) if path else "the built-in defaults")
+    )
+    if detail["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(loc[:-1])) or "none"
+        return f"{origin}: unknown key {dotted!r}. Allowed keys here: {allowed}."
+    bad_value = detail.get("input")
+    shown = "" if isinstance(bad_value, dict) else f" = {bad_value!r}"
+    return f"{origin}: {dotted}{shown}: {detail['msg']}."
+
+
+def _allowed_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in parent:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)

@@ -1,0 +1,68 @@
+"""Opening the database: SQLite (embedded default) or PostgreSQL, chosen by the URL."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from broadcaster.settings import ConfigError, DatabaseSettings
+
+
+def create_engine(database: DatabaseSettings) -> AsyncEngine:
+    """An async engine for the configured URL, with SQLite set up for concurrent safe use."""
+    url = make_url(database.url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(database, url.database)
+    if importlib.util.find_spec("asyncpg") is None:
+        raise ConfigError(
+            "database.url names PostgreSQL but asyncpg is not installed: "
+            "pip install 'crisis-broadcaster[postgres]'"
+        )
+    return create_async_engine(
+        url,
+        echo=database.echo,
+        pool_size=database.pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_engine(database: DatabaseSettings, path: str | None) -> AsyncEngine:
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        database.url,
+        echo=database.echo,
+        # A writer waits for the lock rather than failing at once under concurrent requests.
+        connect_args={"timeout": 30},
+    )
+    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    event.listen(engine.sync_engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Take over transaction control from the driver so BEGIN IMMEDIATE below is what runs.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA foreign_keys=ON")  # SQLite leaves them off unless asked
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL; FULL costs an fsync per commit
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Every transaction takes the write lock at BEGIN: a read that later writes can then never
+    # fail with "database is locked" half-way, which SQLite cannot retry for us.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise if the database cannot answer a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))

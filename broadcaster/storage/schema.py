@@ -1,0 +1,324 @@
+"""The database schema for the whole design, as SQLAlchemy Core tables.
+
+This module is the model Alembic migrations are written against; the migrations are what create
+and change real databases. A test checks that a database upgraded to head matches these tables.
+
+Conventions: integer surrogate keys; times are timezone-aware UTC; state columns hold the string
+values of the enums that own them (approvals.workflow, broadcaster delivery and report states);
+free-form structured content is JSON. Secrets are never stored: passwords and API tokens only as
+hashes, channel credentials only in the environment.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from broadcaster.storage.types import UtcDateTime
+
+# Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL, but INTEGER on SQLite so the column stays the rowid alias (autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _created() -> Column[object]:
+    return Column("created_at", UtcDateTime(), nullable=False)
+
+
+# --- people and access -------------------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    # Chain-of-command rank; policy rules may require a minimum rank instead of a role.
+    Column("rank", Integer, nullable=False, default=0),
+    Column("password_hash", String(255)),  # argon2id; null = cannot sign in with a password
+    Column("totp_secret_ref", String(255)),  # encrypted TOTP seed, set at enrolment
+    Column("totp_last_step", BigInteger),  # last accepted TOTP time step, so a code is used once
+    Column("active", Boolean, nullable=False, default=True),
+    _created(),
+    Column("updated_at", UtcDateTime()),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    # SHA-256 of the token: tokens carry 256 random bits, so a fast hash is enough.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column(
+        "prefix", String(16), nullable=False
+    ),  # shown in listings so a person can tell tokens apart
+    _created(),
+    Column("expires_at", UtcDateTime()),
+    Column("last_used_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the cookie value
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    _created(),
+    Column("last_seen_at", UtcDateTime(), nullable=False),
+    Column("second_factor_at", UtcDateTime()),
+    Column("source_address", String(64)),
+    Column("ended_at", UtcDateTime()),
+)
+
+sign_in_attempts = Table(
+    "sign_in_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("source_address", String(64)),
+    Column("succeeded", Boolean, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+)
+
+# --- alerts and approvals ----------------------------------------------------------------------
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    # Exercise or live, fixed when the alert is created: an exercise can never become Actual.
+    Column("mode", String(16), nullable=False),
+    Column("created_by", ForeignKey("users.id"), nullable=False),
+    _created(),
+    Column("current_version_id", BigInteger),  # the newest version; not a FK to avoid a cycle
+)
+
+alert_versions = Table(
+    "alert_versions",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("alert_id", ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("state", String(32), nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # CAP status: Actual, Exercise, ...
+    Column("msg_type", String(16), nullable=False),  # CAP msgType: Alert, Update, Cancel
+    Column("content", JSON, nullable=False),
+    Column("content_hash", String(64), nullable=False),  # SHA-256 of the canonical content
+    Column("author_id", ForeignKey("users.id"), nullable=False),
+    Column("replaces_version_id", ForeignKey("alert_versions.id")),
+    # CAP identity, assigned at release.
+    Column("identifier", String(255), unique=True),
+    Column("sender", String(255)),
+    Column("sent_at", UtcDateTime()),
+    Column("reject_reason", Text),
+    _created(),
+    Column("updated_at", UtcDateTime()),
+    Column("submitted_at", UtcDateTime()),
+    Column("released_at", UtcDateTime()),
+    Column("expires_at", UtcDateTime()),
+    UniqueConstraint("alert_id", "number", name="uq_alert_versions_alert_id_number"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column(
+        "version_id",
+        ForeignKey("alert_versions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("approver_id", ForeignKey("users.id"), nullable=False),
+    Column("decision", String(16), nullable=False),  # approve or reject
+    # The exact content the approver saw; it counts only while it equals the version's hash.
+    Column("content_hash", String(64), nullable=False),
+    Column("rule", String(100), nullable=False),  # the policy rule in force when they decided
+    Column("reason", Text),
+    Column("second_factor_at", UtcDateTime()),
+    Column("decided_at", UtcDateTime(), nullable=False),
+    Column("voided_at", UtcDateTime()),  # set when an edit changes the content
+    Index("ix_approvals_version_id", "version_id"),
+)
+
+# --- delivery (the outbox) ---------------------------------------------------------------------
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("version_id", ForeignKey("alert_versions.id"), nullable=False, index=True),
+    Column("channel", String(32), nullable=False),
+    Column("target", String(200), nullable=False),  # account, list or destination name from config
+    Column("target_mode", String(16), nullable=False),  # live or exercise
+    Column(
+        "kind", String(16), nullable=False
+    ),  # publish or retract (cancel/correct on the platform)
+    Column("state", String(16), nullable=False),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("payload", JSON),  # the rendered posts, frozen at release
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("lease_owner", String(100)),
+    Column("lease_expires_at", UtcDateTime()),
+    Column("external_id", String(255)),
+    Column("external_url", Text),
+    Column("receipt", JSON),
+    Column("last_error", Text),
+    Column("retracts_delivery_id", ForeignKey("deliveries.id")),
+    _created(),
+    Column("updated_at", UtcDateTime()),
+    Column("delivered_at", UtcDateTime()),
+    Index("ix_deliveries_claim", "state", "next_attempt_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column(
+        "delivery_id", ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("number", Integer, nullable=False),
+    Column("worker", String(100), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime()),
+    Column("outcome", String(16)),  # delivered, transient, permanent, auth, ambiguous, reconciled
+    Column("error", Text),
+    Column("retry_after_seconds", Float),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),  # host:pid:random
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("heartbeat_at", UtcDateTime(), nullable=False),
+    Column("stopped_at", UtcDateTime()),
+)
+
+channel_state = Table(
+    "channel_state",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("target", String(200), primary_key=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_by", ForeignKey("users.id")),
+    Column("paused_at", UtcDateTime()),
+    Column("pause_reason", Text),
+    Column("inbound_cursor", String(255)),  # since_id or equivalent for polling sources
+    Column("breaker_state", String(16), nullable=False, default="closed"),
+    Column("breaker_opened_at", UtcDateTime()),
+    Column("rate_reset_at", UtcDateTime()),  # the platform said: not before this
+    Column("last_success_at", UtcDateTime()),
+    Column("last_error", Text),
+    Column("updated_at", UtcDateTime()),
+)
+
+# --- public reports and triage -----------------------------------------------------------------
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("title", String(300), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("report_count", Integer, nullable=False, default=0),
+    Column("priority", Float, nullable=False, default=0.0),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("misinformation", Boolean, nullable=False, default=False),
+    _created(),
+    Column("updated_at", UtcDateTime()),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("source", String(32), nullable=False),
+    Column("external_id", String(255), nullable=False),
+    Column("author_name", String(200)),
+    Column("author_pseudonym", String(64), index=True),  # keyed hash of the platform's author id
+    Column("contact", String(255)),
+    Column("text", Text, nullable=False),
+    Column("language", String(16)),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("place", String(255)),
+    Column("media", JSON),
+    Column("in_reply_to", String(255)),  # platform id of the post it answers
+    Column("alert_id", ForeignKey("alerts.id")),
+    Column("incident_id", ForeignKey("incidents.id"), index=True),
+    Column("state", String(16), nullable=False),
+    Column("priority", Float, nullable=False, default=0.0),
+    Column("priority_reasons", JSON),
+    Column("assigned_to", ForeignKey("users.id")),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime()),
+    Column("escalated_at", UtcDateTime()),
+    Column("resolved_at", UtcDateTime()),
+    Column("updated_at", UtcDateTime()),
+    # Idempotent ingestion: a replayed webhook or re-polled mention never makes a second report.
+    UniqueConstraint("source", "external_id", name="uq_reports_source_external_id"),
+    Index("ix_reports_queue", "state", "priority"),
+)
+
+report_replies = Table(
+    "report_replies",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("report_id", ForeignKey("reports.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("author_id", ForeignKey("users.id"), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("canned", String(100)),
+    Column("state", String(16), nullable=False),
+    Column("external_id", String(255)),
+    _created(),
+)
+
+# --- audit -------------------------------------------------------------------------------------
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Append-only. seq orders the chain; each entry's hash covers its fields and prev_hash.
+    Column("seq", BigId, primary_key=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(100), nullable=False),  # username, "system" or "public"
+    Column("action", String(64), nullable=False, index=True),
+    Column("subject", String(200)),  # e.g. "alert:12/version:3", "user:alice"
+    Column("source_address", String(64)),
+    Column("details", JSON),
+    Column("content_hash", String(64)),  # the alert content hash the action concerned, if any
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False, unique=True),
+)

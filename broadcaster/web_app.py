@@ -1,0 +1,26 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broadcaster import web_health, web_pages
+from broadcaster.metrics import Metrics
+from broadcaster.settings import LoadedSettings
+from broadcaster.web_keys import ENGINE, METRICS, SETTINGS
+from broadcaster.web_middleware import request_context
+
+
+def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
+    """The web application over an engine the caller opened (and will dispose of)."""
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=loaded.settings.server.max_body_bytes,
+    )
+    app[SETTINGS] = loaded
+    app[ENGINE] = engine
+    app[METRICS] = Metrics()
+    app.add_routes(web_health.routes)
+    app.add_routes(web_pages.routes)
+    return app

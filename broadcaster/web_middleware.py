@@ -1,0 +1,108 @@
+"""Request middleware: a request id on every request, one log line and metrics per request, and
+errors turned into problem documents instead of tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from broadcaster.logs import request_id_var
+from broadcaster.web_errors import ApiError, problem_response
+from broadcaster.web_keys import METRICS
+
+log = logging.getLogger("broadcaster.http")
+REQUEST_ID_HEADER = "X-Request-Id"
+# Accept a caller's id (a load balancer's, say) only if it is short and plain.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def _route_label(request: web.Request) -> str:
+    # The route template, never the raw path: raw paths would make unbounded metric labels.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = offered if _ACCEPTABLE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await _answer(request, handler, request_id)
+        status = response.status
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_label(request)
+        metrics = request.app[METRICS]
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_duration.labels(request.method, route).observe(elapsed)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "remote": request.remote,
+            },
+        )
+        request_id_var.reset(token)
+
+
+async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return problem_response(
+            error.status,
+            error.title,
+            error.detail,
+            fields=error.fields,
+            request_id=request_id,
+            extra=error.extra,
+            headers=error.headers,
+        )
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return problem_response(
+            error.status,
+            error.reason,
+            _friendly_detail(error),
+            request_id=request_id,
+            headers={
+                k: v for k, v in error.headers.items() if k.lower() in {"allow", "retry-after"}
+            },
+        )
+    except Exception:
+        log.exception("unhandled error while serving %s %s", request.method, request.path)
+        return problem_response(
+            500,
+            "Internal Server Error",
+            "Something failed on our side. Quote the request id when you report it.",
+            request_id=request_id,
+        )
+
+
+def _friendly_detail(error: web.HTTPException) -> str:
+    if error.status == 404:
+        return "There is nothing at this address."
+    if error.status == 405:
+        return (
+            f"This address does not accept that method. Allowed: {error.headers.get('Allow', '')}."
+        )
+    if error.status == 413:
+        return "The request body is larger than this service accepts."
+    return error.text or ""
