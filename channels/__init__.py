@@ -1,1 +1,1 @@
-"""Channel adapters: one module per platform, each paired with a local emulator in `channels.emulators`."""
+"""Channel adapters, one module per platform, each paired with an emulator in channels.emulators."""
