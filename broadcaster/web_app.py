@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broadcaster import web_health, web_pages
+from broadcaster import api, web_health, web_pages
 from broadcaster.metrics import Metrics
 from broadcaster.settings import LoadedSettings
 from broadcaster.web_keys import ENGINE, METRICS, SETTINGS
@@ -23,4 +23,5 @@ def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
     app[METRICS] = Metrics()
     app.add_routes(web_health.routes)
     app.add_routes(web_pages.routes)
+    api.install(app)
     return app

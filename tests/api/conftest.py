@@ -1,0 +1,63 @@
+"""An API client over a clean database, with one signed-in token per role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from approvals.roles import Role
+from broadcaster import users
+from broadcaster.auth.tokens import create_token
+from broadcaster.settings import LoadedSettings, Settings
+from broadcaster.web_app import create_app
+
+# Two people per role so tests can show that one person counts once and authors never approve.
+PEOPLE = {
+    "officer": (Role.duty_officer, 1),
+    "officer2": (Role.duty_officer, 1),
+    "approver1": (Role.approver, 2),
+    "approver2": (Role.approver, 3),
+    "approver3": (Role.approver, 3),
+    "responder": (Role.responder, 1),
+    "admin": (Role.administrator, 3),
+}
+
+
+@dataclass
+class ApiClient:
+    client: TestClient[web.Request, web.Application]
+    tokens: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def call(
+        self, method: str, path: str, who: str | None = None, json: object = None
+    ) -> tuple[int, object]:
+        headers = self.auth(who) if who else {}
+        response = await self.client.request(method, f"/api/v1{path}", headers=headers, json=json)
+        body = (
+            await response.json()
+            if response.content_type.endswith("json")
+            else await response.text()
+        )
+        return response.status, body
+
+
+@pytest.fixture
+async def api(engine: AsyncEngine) -> AsyncIterator[ApiClient]:
+    tokens: dict[str, str] = {}
+    async with engine.begin() as connection:
+        for username, (role, rank) in PEOPLE.items():
+            # No password: API tests sign in with tokens, and argon2 is slow on purpose.
+            user = await users.add_user(connection, username, role, password=None, rank=rank)
+            tokens[username] = (await create_token(connection, user.id, "tests")).value
+    loaded = LoadedSettings(Settings(), None, {"session_key": SecretStr("k" * 32)})
+    async with TestClient(TestServer(create_app(loaded, engine))) as client:
+        yield ApiClient(client, tokens)
