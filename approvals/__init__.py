@@ -1,1 +1,3 @@
-"""Pure approval logic: the alert model, workflow, chain-of-command policy, hashing and screening. No I/O."""
+"""Pure approval logic: the alert model, workflow, chain-of-command policy, hashing and
+screening. No I/O beyond reading the TOML files whose paths callers pass in.
+"""
