@@ -48,9 +48,9 @@ async def web_site(
     app: web.Application, host: str, port: int, shutdown_timeout: float
 ) -> AsyncIterator[str]:
     """Serve `app` on host:port; yields the URL it listens on (the real port when port is 0)."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=shutdown_timeout)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
         bound_port = runner.addresses[0][1]
