@@ -253,6 +253,9 @@ class Channel(ABC):
     settings_model: ClassVar[type[TargetSettings]] = TargetSettings
     # Credential names the adapter needs; config maps each to a SecretRef.
     credential_names: ClassVar[tuple[str, ...]] = ()
+    # List channels (SMS, email) send each post to one recipient per delivery: a phone number or
+    # an address from the target's distribution list. Others post once to the account.
+    needs_recipient: ClassVar[bool] = False
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -262,11 +265,21 @@ class Channel(ABC):
         """The posts for this version, each within the limits; pure and deterministic."""
 
     @abstractmethod
-    async def publish(self, post: Post, key: str, *, reply_to: Receipt | None = None) -> Receipt:
-        """Publish one post. `key` is unique per delivery and part; `reply_to` threads it."""
+    async def publish(
+        self,
+        post: Post,
+        key: str,
+        *,
+        reply_to: Receipt | None = None,
+        recipient: str | None = None,
+    ) -> Receipt:
+        """Publish one post. `key` is unique per delivery and part; `reply_to` threads it;
+        `recipient` is required by list channels (needs_recipient) and refused by others."""
 
     @abstractmethod
-    async def find_published(self, post: Post, key: str) -> Receipt | None:
+    async def find_published(
+        self, post: Post, key: str, *, recipient: str | None = None
+    ) -> Receipt | None:
         """After an ambiguous failure: the receipt of `post` if it went out under `key`, else None.
 
         Platforms with idempotency keys look the key up; others search the account's recent

@@ -84,6 +84,8 @@ class Emulator:
     """Base class: subclasses register routes in `add_routes` and override the hooks below."""
 
     name: ClassVar[str]  # the channel name it emulates: "x", "mastodon", ...
+    # For list channels: a recipient the emulator delivers to (a phone number, an address).
+    sample_recipient: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []

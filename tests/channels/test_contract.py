@@ -53,6 +53,10 @@ class Pair:
     emulator: Emulator
     channel: Channel
 
+    @property
+    def recipient(self) -> str | None:
+        return self.emulator.sample_recipient if self.channel.needs_recipient else None
+
     def posts(self) -> list[dict[str, object]]:
         return [effect.as_dict() for effect in self.emulator.effects_of("post")]
 
@@ -81,11 +85,17 @@ def _versions(channel: Channel) -> dict[str, AlertVersion]:
     }
 
 
-async def _publish_all(channel: Channel, posts: list[Post], key: str) -> list[Receipt]:
+async def _publish_all(
+    channel: Channel, posts: list[Post], key: str, recipient: str | None = None
+) -> list[Receipt]:
     receipts: list[Receipt] = []
     for post in posts:
         previous = receipts[-1] if receipts else None
-        receipts.append(await channel.publish(post, f"{key}:{post.part}", reply_to=previous))
+        receipts.append(
+            await channel.publish(
+                post, f"{key}:{post.part}", reply_to=previous, recipient=recipient
+            )
+        )
     return receipts
 
 
@@ -125,7 +135,7 @@ async def test_render_is_deterministic(pair: Pair) -> None:
 
 async def test_publish_puts_exactly_the_rendered_post_on_the_platform(pair: Pair) -> None:
     posts = pair.channel.render(_versions(pair.channel)["long"])
-    receipts = await _publish_all(pair.channel, posts, "contract-publish")
+    receipts = await _publish_all(pair.channel, posts, "contract-publish", pair.recipient)
     recorded = pair.posts()
     assert [effect["text"] for effect in recorded] == [post.text for post in posts]
     assert [effect["id"] for effect in recorded] == [receipt.external_id for receipt in receipts]
@@ -134,7 +144,10 @@ async def test_publish_puts_exactly_the_rendered_post_on_the_platform(pair: Pair
 
 async def test_find_published_is_none_for_a_post_never_made(pair: Pair) -> None:
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
-    assert await pair.channel.find_published(post, "never-published:1") is None
+    assert (
+        await pair.channel.find_published(post, "never-published:1", recipient=pair.recipient)
+        is None
+    )
 
 
 # --- faults --------------------------------------------------------------------------------------
@@ -144,7 +157,7 @@ async def test_rate_limit_is_transient_with_the_platforms_own_wait(pair: Pair) -
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
     pair.emulator.add_fault(Fault(FaultKind.rate_limit, retry_after=42))
     with pytest.raises(TransientError) as caught:
-        await pair.channel.publish(post, "contract-429:1")
+        await pair.channel.publish(post, "contract-429:1", recipient=pair.recipient)
     assert caught.value.retry_after is not None
     assert 40 <= caught.value.retry_after <= 44
     assert pair.posts() == []
@@ -155,7 +168,7 @@ async def test_server_failure_before_posting_is_retryable(pair: Pair, kind: Faul
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
     pair.emulator.add_fault(Fault(kind, status=503, duration=60))
     with pytest.raises((TransientError, AmbiguousError)):
-        await pair.channel.publish(post, "contract-5xx:1")
+        await pair.channel.publish(post, "contract-5xx:1", recipient=pair.recipient)
     assert pair.posts() == []
 
 
@@ -163,12 +176,14 @@ async def test_success_then_error_is_ambiguous_and_reconciled(pair: Pair) -> Non
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
     pair.emulator.add_fault(Fault(FaultKind.commit_then_error, status=500))
     with pytest.raises((AmbiguousError, TransientError)) as caught:
-        await pair.channel.publish(post, "contract-ambiguous:1")
+        await pair.channel.publish(post, "contract-ambiguous:1", recipient=pair.recipient)
     if not pair.channel.limits.idempotency_keys:
         # Without idempotency keys a blind retry would post twice: it must say "ambiguous".
         assert isinstance(caught.value, AmbiguousError)
     [recorded] = pair.posts()
-    found = await pair.channel.find_published(post, "contract-ambiguous:1")
+    found = await pair.channel.find_published(
+        post, "contract-ambiguous:1", recipient=pair.recipient
+    )
     assert found is not None
     assert found.external_id == recorded["id"]
 
@@ -177,8 +192,8 @@ async def test_idempotent_platforms_never_post_a_key_twice(pair: Pair) -> None:
     if not pair.channel.limits.idempotency_keys:
         pytest.skip(f"{pair.channel.name} has no idempotency keys; reconciliation covers it")
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
-    first = await pair.channel.publish(post, "contract-idem:1")
-    again = await pair.channel.publish(post, "contract-idem:1")
+    first = await pair.channel.publish(post, "contract-idem:1", recipient=pair.recipient)
+    again = await pair.channel.publish(post, "contract-idem:1", recipient=pair.recipient)
     assert again.external_id == first.external_id
     assert len(pair.posts()) == 1
 
@@ -190,8 +205,10 @@ async def test_lost_connection_is_ambiguous_and_nothing_was_posted(
     [post, *_] = pair.channel.render(_versions(pair.channel)["short"])
     pair.emulator.add_fault(Fault(kind, delay=3.0))
     with pytest.raises(AmbiguousError):
-        await pair.channel.publish(post, "contract-lost:1")
-    assert await pair.channel.find_published(post, "contract-lost:1") is None
+        await pair.channel.publish(post, "contract-lost:1", recipient=pair.recipient)
+    assert (
+        await pair.channel.find_published(post, "contract-lost:1", recipient=pair.recipient) is None
+    )
 
 
 async def test_rejected_credentials_are_an_auth_error(pair: Pair) -> None:
@@ -201,7 +218,7 @@ async def test_rejected_credentials_are_an_auth_error(pair: Pair) -> None:
     try:
         [post, *_] = channel.render(_versions(channel)["short"])
         with pytest.raises(AuthError):
-            await channel.publish(post, "contract-auth:1")
+            await channel.publish(post, "contract-auth:1", recipient=pair.recipient)
     finally:
         await channel.aclose()
     assert pair.posts() == []
@@ -214,7 +231,7 @@ async def test_errors_never_carry_secrets(pair: Pair) -> None:
     try:
         [post, *_] = channel.render(_versions(channel)["short"])
         with pytest.raises(ChannelError) as caught:
-            await channel.publish(post, "contract-secret:1")
+            await channel.publish(post, "contract-secret:1", recipient=pair.recipient)
         for secret in channel.target.credentials.values():
             value = secret.get_secret_value()
             assert value not in str(caught.value)
@@ -229,7 +246,9 @@ async def test_errors_never_carry_secrets(pair: Pair) -> None:
 async def test_retract_cancels_or_corrects_on_the_platform(pair: Pair) -> None:
     name = pair.channel.name
     original = samples.version(channels=(name,))
-    [receipt, *_] = await _publish_all(pair.channel, pair.channel.render(original), "contract-orig")
+    [receipt, *_] = await _publish_all(
+        pair.channel, pair.channel.render(original), "contract-orig", pair.recipient
+    )
     cancel = samples.version(2, msg_type=MsgType.cancel, channels=(name,))
     done = await pair.channel.retract(receipt, cancel)
     method = pair.channel.limits.retract
@@ -255,7 +274,10 @@ async def test_public_replies_come_in(pair: Pair) -> None:
     if inbound is InboundMode.none:
         pytest.skip(f"the public cannot answer on {pair.channel.name}")
     [receipt] = await _publish_all(
-        pair.channel, pair.channel.render(samples.version(channels=(pair.channel.name,))), "in"
+        pair.channel,
+        pair.channel.render(samples.version(channels=(pair.channel.name,))),
+        "in",
+        pair.recipient,
     )
     if inbound in (InboundMode.webhook, InboundMode.poll_and_webhook):
         await _check_webhook(pair, receipt)
