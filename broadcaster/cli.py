@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import broadcaster
 from approvals.roles import Role
 from broadcaster import audit, users
+from broadcaster.auth import totp
 from broadcaster.auth.passwords import WeakPassword
 from broadcaster.auth.tokens import create_token
 from broadcaster.logs import configure_logging
@@ -198,6 +199,24 @@ def cmd_user_set_role(loaded: LoadedSettings, args: argparse.Namespace) -> None:
     print(f"{user.username}: {before.value} -> {user.role.value}")
 
 
+def cmd_user_totp(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    async def work(engine: AsyncEngine) -> totp.Enrolment:
+        async with engine.begin() as connection:
+            user = await users.require_user(connection, args.username)
+            enrolment = await totp.enrol(connection, user.id, user.username)
+            await audit.append(connection, _audit_entry("user.totp_enrol", f"user:{user.username}"))
+            return enrolment
+
+    enrolment = asyncio.run(_with_engine(loaded, work))
+    # The secret goes to stdout only: hand it to the person, never to a log.
+    print(enrolment.uri)
+    print(
+        "Add this to the person's authenticator app (the URI carries the secret); it replaces "
+        "any earlier second factor.",
+        file=sys.stderr,
+    )
+
+
 def cmd_token_create(loaded: LoadedSettings, args: argparse.Namespace) -> None:
     valid_for = timedelta(days=args.days) if args.days else None
 
@@ -330,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     set_role = command(user_commands, "set-role", cmd_user_set_role, "Change a user's role.")
     set_role.add_argument("username")
     set_role.add_argument("role", choices=ROLE_NAMES)
+    enrol = command(
+        user_commands,
+        "totp",
+        cmd_user_totp,
+        "Enrol (or re-enrol) a user's TOTP second factor; prints the otpauth:// URI.",
+    )
+    enrol.add_argument("username")
 
     token = commands.add_parser(
         "token", help="Manage API tokens.", description="Manage API tokens."

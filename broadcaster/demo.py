@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.roles import Role
 from broadcaster import audit, users
+from broadcaster.auth import totp
 from broadcaster.service import serve
 from broadcaster.settings import DatabaseSettings, LoadedSettings
 
@@ -44,9 +45,15 @@ def demo_settings(loaded: LoadedSettings) -> LoadedSettings:
     return LoadedSettings(settings, loaded.source, {"session_key": loaded.secret("session_key")})
 
 
-async def ensure_demo_users(engine: AsyncEngine) -> dict[str, str]:
-    """Create the demo users, or give existing ones fresh passwords; return the passwords."""
-    passwords: dict[str, str] = {}
+@dataclass(frozen=True)
+class DemoCredentials:
+    password: str
+    totp_uri: str  # the second factor (approvers and administrators need one)
+
+
+async def ensure_demo_users(engine: AsyncEngine) -> dict[str, DemoCredentials]:
+    """Create the demo users, or give existing ones fresh credentials; return them."""
+    credentials: dict[str, DemoCredentials] = {}
     async with engine.begin() as connection:
         for demo in DEMO_USERS:
             password = secrets.token_urlsafe(12)
@@ -61,7 +68,9 @@ async def ensure_demo_users(engine: AsyncEngine) -> dict[str, str]:
                 )
             else:
                 await users.set_password(connection, demo.username, password)
-            passwords[demo.username] = password
+            user = await users.require_user(connection, demo.username)
+            enrolment = await totp.enrol(connection, user.id, user.username)
+            credentials[demo.username] = DemoCredentials(password, enrolment.uri)
         await audit.append(
             connection,
             audit.AuditEntry(
@@ -70,24 +79,28 @@ async def ensure_demo_users(engine: AsyncEngine) -> dict[str, str]:
                 details={"users": [d.username for d in DEMO_USERS]},
             ),
         )
-    return passwords
+    return credentials
 
 
 async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
-    passwords: dict[str, str] = {}
+    credentials: dict[str, DemoCredentials] = {}
 
     async def prepare(engine: AsyncEngine) -> None:
-        passwords.update(await ensure_demo_users(engine))
+        credentials.update(await ensure_demo_users(engine))
 
     def announce(url: str) -> None:
         lines = [
             "",
             "Crisis Broadcaster demo is running (embedded SQLite: var/demo/broadcaster.db).",
             "",
-            "Demo users (passwords are new each time the demo starts):",
+            "Demo users (passwords and second factors are new each time the demo starts):",
         ]
         for demo in DEMO_USERS:
-            lines.append(f"  {demo.role.value:<14} {demo.username:<10} {passwords[demo.username]}")
+            password = credentials[demo.username].password
+            lines.append(f"  {demo.role.value:<14} {demo.username:<10} {password}")
+        lines += ["", "Second factor (TOTP) for each, to add to an authenticator app:"]
+        for demo in DEMO_USERS:
+            lines.append(f"  {demo.username:<10} {credentials[demo.username].totp_uri}")
         lines += [
             "",
             f"Console:   {url}/",

@@ -24,6 +24,8 @@ ENV_PREFIX = "BROADCASTER_"
 ENV_NESTED_DELIMITER = "__"
 CONFIG_ENV_VAR = "BROADCASTER_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/broadcaster.toml")
+# The config/ directory shipped with the source: where default rules and templates live.
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SUPPORTED_DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
@@ -98,6 +100,28 @@ class WorkerSettings(_Section):
     lease_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
+class AlertSettings(_Section):
+    """Relative paths here are relative to the settings file that names them (or, with no
+    settings file, to the shipped config/ directory): they are siblings of broadcaster.toml."""
+
+    # CAP <sender>: who the public's systems see the alerts as coming from.
+    sender: str = Field(default="alerts@crisis-broadcaster.invalid", pattern=r"^[^\s,<&]+$")
+    # CAP identifiers are "<prefix>-<alert>-<version>"; make the prefix unique to this agency.
+    identifier_prefix: str = Field(default="CB", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    policy_file: Path = Path("approval-policy.toml")
+    screening_file: Path = Path("screening.toml")
+    templates_dir: Path = Path("templates")
+
+    def relative_to(self, base: Path) -> AlertSettings:
+        return self.model_copy(
+            update={
+                name: base / getattr(self, name)
+                for name in ("policy_file", "screening_file", "templates_dir")
+                if not getattr(self, name).is_absolute()
+            }
+        )
+
+
 class SecretsSettings(_Section):
     session_key: SecretRef = SecretRef(file=Path("var/secrets/session_key"), generate=True)
 
@@ -114,6 +138,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     logging: LoggingSettings = LoggingSettings()
     worker: WorkerSettings = WorkerSettings()
+    alerts: AlertSettings = AlertSettings()
     secrets: SecretsSettings = SecretsSettings()
 
     @classmethod
@@ -159,6 +184,8 @@ def load_settings(explicit: Path | None = None) -> LoadedSettings:
         settings = Settings(**data)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(error, path)) from None
+    base = path.parent if path is not None else SHIPPED_CONFIG_DIR
+    settings = settings.model_copy(update={"alerts": settings.alerts.relative_to(base)})
     where = str(path) if path else "the built-in defaults"
     resolved = {
         name: resolve_secret(ref, f"{where}: secrets.{name}") for name, ref in settings.secrets

@@ -6,9 +6,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster import api, web_health, web_pages
+from broadcaster.alerts.rules import load_alert_rules
+from broadcaster.alerts.service import AlertService
 from broadcaster.metrics import Metrics
 from broadcaster.settings import LoadedSettings
-from broadcaster.web_keys import ENGINE, METRICS, SETTINGS
+from broadcaster.web_keys import ALERTS, ENGINE, METRICS, SETTINGS
 from broadcaster.web_middleware import request_context
 
 
@@ -21,6 +23,7 @@ def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
     app[SETTINGS] = loaded
     app[ENGINE] = engine
     app[METRICS] = Metrics()
+    app[ALERTS] = AlertService(engine, load_alert_rules(loaded.settings.alerts))
     app.add_routes(web_health.routes)
     app.add_routes(web_pages.routes)
     api.install(app)

@@ -42,6 +42,7 @@ def test_every_command_is_there() -> None:
         "user list",
         "user set-role",
         "token create",
+        "user totp",
         "audit verify",
     } <= names
 
@@ -115,8 +116,12 @@ def test_user_lifecycle_and_token(
 
     assert asyncio.run(owner()) == "alice"
 
+    _run(config, "user", "totp", "bob")
+    uri = capsys.readouterr().out.strip()
+    assert uri.startswith("otpauth://totp/Crisis%20Broadcaster:bob?secret=")
+
     _run(config, "audit", "verify")
-    assert "audit log intact: 4 entries" in capsys.readouterr().out
+    assert "audit log intact: 5 entries" in capsys.readouterr().out
 
 
 def test_user_errors_are_one_line_and_exit_1(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import tomllib
 import sys
 from pathlib import Path
 
@@ -32,9 +33,18 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 
 def test_shipped_file_restates_the_defaults() -> None:
-    loaded = load_settings(SHIPPED)
-    assert loaded.settings == Settings()
-    assert loaded.settings.database.is_sqlite
+    with SHIPPED.open("rb") as handle:
+        assert Settings(**tomllib.load(handle)) == Settings()
+
+
+def test_rules_files_are_found_beside_the_settings_file(tmp_path: Path) -> None:
+    shipped = load_settings(SHIPPED).settings.alerts
+    assert shipped.policy_file == SHIPPED.parent / "approval-policy.toml"
+    assert shipped.templates_dir.is_dir()
+    defaults = load_settings(None).settings.alerts  # no file at all: the shipped config/
+    assert defaults == shipped
+    own = _config(tmp_path, "[alerts]\npolicy_file = 'rules/policy.toml'\n")
+    assert load_settings(own).settings.alerts.policy_file == tmp_path / "rules" / "policy.toml"
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

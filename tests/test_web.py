@@ -11,11 +11,21 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broadcaster.settings import DatabaseSettings, LoadedSettings, Settings
+from broadcaster.settings import (
+    SHIPPED_CONFIG_DIR,
+    AlertSettings,
+    DatabaseSettings,
+    LoadedSettings,
+    Settings,
+)
 from broadcaster.storage.engine import create_engine
 from broadcaster.web_app import create_app
 
-LOADED = LoadedSettings(Settings(), None, {"session_key": SecretStr("test-key")})
+LOADED = LoadedSettings(
+    Settings(alerts=AlertSettings().relative_to(SHIPPED_CONFIG_DIR)),
+    None,
+    {"session_key": SecretStr("test-key")},
+)
 
 
 @pytest.fixture

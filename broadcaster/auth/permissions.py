@@ -1,8 +1,9 @@
 """What each role may do. Every API route names one permission; nothing is allowed by default.
 
-Roles are kept apart on purpose: an approver cannot draft, a duty officer cannot approve, an
-administrator can do neither — so no single person holding one role can put words before the
-public alone. Policy rules (approvals/policy) then decide which approvers count for an alert.
+Roles are kept apart on purpose: an approver cannot draft and an administrator can neither draft
+nor approve. Duty officers hold `approve_alerts` only so that the policy can let a second officer
+read a hand-written Cancel: the policy (approvals/policy, config/approval-policy.toml) decides
+per alert who may approve, and an author never counts toward their own alert.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _P = Permission
 ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
     {
         Role.duty_officer: frozenset(
-            {_P.view_alerts, _P.draft_alerts, _P.view_templates, _P.view_audit}
+            {_P.view_alerts, _P.draft_alerts, _P.approve_alerts, _P.view_templates, _P.view_audit}
         ),
         Role.approver: frozenset(
             {_P.view_alerts, _P.approve_alerts, _P.view_templates, _P.view_audit}

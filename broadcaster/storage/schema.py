@@ -60,7 +60,7 @@ users = Table(
     # Chain-of-command rank; policy rules may require a minimum rank instead of a role.
     Column("rank", Integer, nullable=False, default=0),
     Column("password_hash", String(255)),  # argon2id; null = cannot sign in with a password
-    Column("totp_secret_ref", String(255)),  # encrypted TOTP seed, set at enrolment
+    Column("totp_secret", String(64)),  # base32 TOTP seed, set at enrolment
     Column("totp_last_step", BigInteger),  # last accepted TOTP time step, so a code is used once
     Column("active", Boolean, nullable=False, default=True),
     _created(),
@@ -137,9 +137,17 @@ alert_versions = Table(
     Column("sender", String(255)),
     Column("sent_at", UtcDateTime()),
     Column("reject_reason", Text),
+    # Workflow facts the approval rules need (see approvals.lifecycle.VersionRecord).
+    Column("authors", JSON, nullable=False),  # everyone who wrote, edited or submitted it
+    Column("rule", String(100)),  # the policy rule it was last checked against
+    Column("replaces_went_out", Boolean, nullable=False, default=False),
+    Column("replaced_channels", JSON),  # a Cancel may go only to these
+    Column("prewritten_hash", String(64)),  # hash of an unedited pre-written cancel text
+    Column("cap_reference", String(600)),  # CAP "sender,identifier,sent", set at release
     _created(),
     Column("updated_at", UtcDateTime()),
     Column("submitted_at", UtcDateTime()),
+    Column("approved_at", UtcDateTime()),
     Column("released_at", UtcDateTime()),
     Column("expires_at", UtcDateTime()),
     UniqueConstraint("alert_id", "number", name="uq_alert_versions_alert_id_number"),
@@ -321,4 +329,46 @@ audit_log = Table(
     Column("content_hash", String(64)),  # the alert content hash the action concerned, if any
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False, unique=True),
+)
+
+# --- contacts ----------------------------------------------------------------------------------
+# Distribution lists for the SMS and email channels (migration 0002_contacts). broadcaster.contacts
+# reads and writes these tables.
+
+contact_lists = Table(
+    "contact_lists",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("description", Text),
+    _created(),
+    Column("updated_at", UtcDateTime()),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("list_id", ForeignKey("contact_lists.id", ondelete="CASCADE"), nullable=False),
+    Column("phone", String(16), nullable=False),  # E.164: "+" and at most 15 digits
+    Column("email", String(254)),
+    # Where the contact lives, for "only people inside the alert area"; both or neither.
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("language", String(35)),  # BCP 47 tag; picks the SMS language for this person
+    _created(),
+    Column("updated_at", UtcDateTime()),
+    # Also the index that finds a list's contacts (list_id leads).
+    UniqueConstraint("list_id", "phone", name="uq_contacts_list_id_phone"),
+)
+
+# One row per phone number that replied STOP (or that Twilio reports as unsubscribed, 21610).
+# Per number, not per list: STOP withdraws consent from the sender, and every list of this
+# installation is sent from the same sender, so the number is out of all of them until START.
+sms_opt_outs = Table(
+    "sms_opt_outs",
+    metadata,
+    Column("phone", String(16), primary_key=True),
+    Column("source", String(64), nullable=False),  # e.g. "keyword STOP", "twilio 21610"
+    Column("opted_out_at", UtcDateTime(), nullable=False),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pyotp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.roles import Role
 from broadcaster import users
+from broadcaster.auth import totp
 from broadcaster.auth.tokens import create_token
-from broadcaster.settings import LoadedSettings, Settings
+from broadcaster.settings import SHIPPED_CONFIG_DIR, AlertSettings, LoadedSettings, Settings
 from broadcaster.web_app import create_app
 
 # Two people per role so tests can show that one person counts once and authors never approve.
@@ -33,6 +35,11 @@ PEOPLE = {
 class ApiClient:
     client: TestClient[web.Request, web.Application]
     tokens: dict[str, str]
+    totp_secrets: dict[str, str]
+
+    def totp(self, who: str) -> str:
+        """A current second-factor code for `who` (each code can be used once)."""
+        return pyotp.TOTP(self.totp_secrets[who]).now()
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -53,11 +60,17 @@ class ApiClient:
 @pytest.fixture
 async def api(engine: AsyncEngine) -> AsyncIterator[ApiClient]:
     tokens: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     async with engine.begin() as connection:
         for username, (role, rank) in PEOPLE.items():
             # No password: API tests sign in with tokens, and argon2 is slow on purpose.
             user = await users.add_user(connection, username, role, password=None, rank=rank)
             tokens[username] = (await create_token(connection, user.id, "tests")).value
-    loaded = LoadedSettings(Settings(), None, {"session_key": SecretStr("k" * 32)})
+            secrets[username] = (await totp.enrol(connection, user.id, username)).secret
+    loaded = LoadedSettings(
+        Settings(alerts=AlertSettings().relative_to(SHIPPED_CONFIG_DIR)),
+        None,
+        {"session_key": SecretStr("k" * 32)},
+    )
     async with TestClient(TestServer(create_app(loaded, engine))) as client:
-        yield ApiClient(client, tokens)
+        yield ApiClient(client, tokens, secrets)

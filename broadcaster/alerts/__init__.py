@@ -1,0 +1,1 @@
+"""Alerts in the service: loading the rules, storing versions, and every action on them."""
