@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broadcaster.settings import LoadedSettings
 from broadcaster.storage.database import open_database
 from broadcaster.web_app import create_app
+from broadcaster.web_keys import ALERTS
 from broadcaster.worker import WorkerPresence
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,31 @@ async def worker_presence(
         await presence.stop()
 
 
+EXPIRY_SWEEP_SECONDS = 15.0
+
+
+@contextlib.asynccontextmanager
+async def periodic(
+    name: str, every: float, job: Callable[[], Awaitable[object]]
+) -> AsyncIterator[None]:
+    """Run `job` every `every` seconds in the background; a failure is logged, not fatal."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed; it runs again in %s s", name, every)
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def serve(
     loaded: LoadedSettings,
     *,
@@ -91,9 +117,14 @@ async def serve(
             await prepare(engine)
         if loaded.settings.worker.in_process:
             await stack.enter_async_context(worker_presence(engine, loaded))
+        app = create_app(loaded, engine)
+        # Submitted alerts whose approval window ran out are marked expired, and audited.
+        await stack.enter_async_context(
+            periodic("expire lapsed alerts", EXPIRY_SWEEP_SECONDS, app[ALERTS].expire_lapsed)
+        )
         url = await stack.enter_async_context(
             web_site(
-                create_app(loaded, engine),
+                app,
                 host or server.host,
                 server.port if port is None else port,
                 server.shutdown_timeout_seconds,
