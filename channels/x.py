@@ -1,0 +1,771 @@
+"""X (Twitter): post, thread, delete, reconcile, mentions polling and the Account Activity webhook.
+
+Talks to the X API v2 through tweepy's AsyncClient with OAuth 1.0a user context (the app's
+consumer key/secret and the account's access token/secret). tweepy fixes the host to
+https://api.twitter.com; we hand it our own aiohttp session, which holds the timeout and, when the
+target's base_url names another origin (an emulator), sends each request there with the path and
+query unchanged, so the OAuth signature tweepy computed for api.twitter.com still verifies.
+
+Nothing here retries: tweepy's wait_on_rate_limit stays off and every failure is mapped onto the
+ChannelError tree with X's own reset time. X has no idempotency keys, so a failed write whose
+outcome is unknown is an AmbiguousError; `find_published` then looks for the exact text among the
+account's recent posts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from json import JSONDecodeError
+from typing import Any, ClassVar, Final
+from unicodedata import normalize
+
+import aiohttp
+import tweepy.errors
+from pydantic import BaseModel, ConfigDict, ValidationError
+from tweepy.asynchronous import AsyncClient
+from yarl import URL
+
+from channels.base import (
+    AlertVersion,
+    AmbiguousError,
+    AuthError,
+    Channel,
+    ChannelError,
+    CountMethod,
+    InboundMessage,
+    InboundMode,
+    Limits,
+    PermanentError,
+    Post,
+    Receipt,
+    RetractMethod,
+    Target,
+    TargetSettings,
+    TransientError,
+    WebhookAnswer,
+    WebhookRejected,
+)
+from channels.x_text import MAX_PARTS, MAX_WEIGHTED_LENGTH, render_alert, weighted_length
+
+__all__ = [
+    "API_ORIGIN",
+    "SIGNATURE_HEADER",
+    "XChannel",
+    "XSettings",
+    "crc_response_token",
+    "map_error",
+]
+
+# The origin tweepy sends every request to, and the one OAuth 1.0a signatures are computed for.
+API_ORIGIN: Final = "https://api.twitter.com"
+# Account Activity API: X signs each webhook POST with this header.
+SIGNATURE_HEADER: Final = "x-twitter-webhooks-signature"
+# X's ids are snowflakes: milliseconds since this epoch, shifted left 22 bits.
+_SNOWFLAKE_EPOCH_MS: Final = 1288834974657
+_TWEET_FIELDS: Final = [
+    "author_id",
+    "conversation_id",
+    "created_at",
+    "entities",
+    "referenced_tweets",
+]
+_PAGE_SIZE: Final = 100
+# Reconciliation looks this far back in the account's own timeline: an ambiguous post is minutes
+# old, and even a busy county account does not post 200 times in that while.
+_TIMELINE_PAGES: Final = 2
+# X returns at most 800 mentions after a since_id; ten pages of 100 always reach the cursor.
+_MENTION_PAGES: Final = 10
+# Replies start with the handles they answer ("@CountyAlerts ..."); X's apps hide them and so do we.
+_LEADING_MENTIONS = re.compile(r"^(?:@\w{1,15}\s+)+")
+_TOKEN_USER_ID = re.compile(r"^(\d+)-")
+# 403 bodies that mean the credentials, the app or the account cannot post at all.
+_AUTH_PROBLEMS: Final = (
+    "unsupported-authentication",
+    "client-forbidden",
+    "oauth1-permissions",
+    "suspended",
+    "locked",
+)
+_DUPLICATE: Final = "duplicate content"
+_REPLY_TARGET_GONE: Final = "deleted or not visible"
+
+
+def _no_request_dumps(record: logging.LogRecord) -> bool:
+    # tweepy logs each request with its headers at DEBUG, Authorization included, and oauthlib
+    # logs each signature base string: both carry the consumer key and the access token. Our
+    # logs never carry credentials, whatever the log level.
+    return not str(record.msg).startswith("Making API request")
+
+
+def _no_signing_dumps(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+logging.getLogger("tweepy.asynchronous.client").addFilter(_no_request_dumps)
+logging.getLogger("oauthlib.oauth1.rfc5849").addFilter(_no_signing_dumps)
+
+
+class XSettings(TargetSettings):
+    """An X account we post as. Leave `base_url` unset for the real X: requests are signed for
+    https://api.twitter.com, so another origin only works for a server that checks signatures
+    against that origin, as the emulator does."""
+
+    # The account's numeric id (mentions and timeline lookups need it). Left out, it is read from
+    # the access token, which X issues as "<user id>-<random>", or asked of GET /2/users/me.
+    user_id: str | None = None
+
+
+def crc_response_token(consumer_secret: str, crc_token: str) -> str:
+    """Account Activity CRC answer: "sha256=" + base64(HMAC-SHA256(consumer secret, token))."""
+    digest = hmac.new(consumer_secret.encode(), crc_token.encode(), hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode()
+
+
+class XChannel(Channel):
+    """One X account. Long alerts become numbered threads; cancel deletes and posts a correction."""
+
+    name: ClassVar[str] = "x"
+    limits: ClassVar[Limits] = Limits(
+        max_length=MAX_WEIGHTED_LENGTH,
+        counted_by=CountMethod.twitter_weighted,
+        max_parts=MAX_PARTS,
+        can_delete=True,
+        can_edit=False,  # the v2 API has no edit endpoint
+        idempotency_keys=False,
+        # Delete the original and post the correction first; see `retract` for why.
+        retract=RetractMethod.delete,
+        inbound=InboundMode.poll_and_webhook,
+        # POST /2/tweets allows 100 requests per 15 minutes per user: 100/900 per second
+        # sustained. A thread of six is a burst well within one window.
+        max_rate_per_second=100 / 900,
+    )
+    settings_model: ClassVar[type[TargetSettings]] = XSettings
+    credential_names: ClassVar[tuple[str, ...]] = (
+        "consumer_key",
+        "consumer_secret",
+        "access_token",
+        "access_token_secret",
+    )
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        missing = [name for name in self.credential_names if name not in target.credentials]
+        if missing:
+            raise ValueError(
+                f"X target {target.name!r} lacks credentials {', '.join(missing)}: give the app's "
+                "consumer key/secret and the account's access token/secret (developer portal, "
+                "Keys and tokens, with read and write permission)"
+            )
+        settings = target.settings
+        self.settings = (
+            settings
+            if isinstance(settings, XSettings)
+            else XSettings.model_validate(settings.model_dump())
+        )
+        self._origin = (self.settings.base_url or API_ORIGIN).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._client: Any = None  # tweepy is untyped
+        token = self._secret("access_token")
+        found = _TOKEN_USER_ID.match(token)
+        self._user_id = self.settings.user_id or (found.group(1) if found else None)
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def render(self, version: AlertVersion) -> list[Post]:
+        return render_alert(version)
+
+    # --- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        post: Post,
+        key: str,
+        *,
+        reply_to: Receipt | None = None,
+        recipient: str | None = None,
+    ) -> Receipt:
+        if recipient is not None:
+            raise PermanentError(
+                f"X target {self.target.name!r} posts to its account; it takes no recipient "
+                f"(got one for delivery {key!r})"
+            )
+        if weighted_length(post.text) > MAX_WEIGHTED_LENGTH:
+            raise PermanentError(
+                f"post {post.part}/{post.parts} for X target {self.target.name!r} weighs "
+                f"{weighted_length(post.text)} of {MAX_WEIGHTED_LENGTH}: render it again",
+                code="too-long",
+            )
+        parent = reply_to.external_id if reply_to is not None else None
+        client = self._api()
+        try:
+            answer = await client.create_tweet(
+                text=post.text, in_reply_to_tweet_id=parent, user_auth=True
+            )
+            created = _Created.model_validate(answer)
+        except Exception as error:
+            raise await self._error(
+                error, f"posting part {post.part}/{post.parts}", write=True
+            ) from error
+        return self._receipt(created.data.id, post, parent)
+
+    async def find_published(
+        self, post: Post, key: str, *, recipient: str | None = None
+    ) -> Receipt | None:
+        """X has no idempotency keys: look for exactly this text among the account's recent
+        posts; a later part of a thread must also be a reply to one of the account's posts, and
+        a first part must not be a reply at all."""
+        tweets = await self._own_recent_tweets()
+        own = {tweet.id for tweet in tweets}
+        wanted = _comparable(post.text)
+        for tweet in tweets:  # newest first
+            if _comparable(tweet.display_text()) != wanted:
+                continue
+            parent = tweet.replied_to()
+            if (post.part == 1) != (parent is None) or (parent is not None and parent not in own):
+                continue
+            return self._receipt(tweet.id, post, parent)
+        return None
+
+    # --- cancel and correct ------------------------------------------------------------------
+
+    async def retract(self, receipt: Receipt, cancel: AlertVersion) -> Receipt:
+        """Post the correction as a new post, then delete the original (its whole thread).
+
+        Why both: deleting stops the wrong alert spreading (its reposts and embeds disappear
+        with it), but a deletion is silent, and people who saw the alert need to be told it no
+        longer stands; a new top-level post reaches their timelines. The correction goes out
+        first, so the public never sees the alert vanish unexplained; it is not a reply, since
+        a reply to a deleted post reads as "this post was deleted". Both steps are safe to
+        repeat: a correction already posted is found again, a post already gone is skipped.
+        """
+        part = int(receipt.extra.get("part", 1))
+        parts = int(receipt.extra.get("parts", 1))
+        corrections: list[Receipt] = []
+        if part == 1:  # one correction per alert, not one per thread part
+            corrections = await self._post_correction(receipt, cancel)
+        deleted = await self._delete_thread(receipt, whole_thread=part == 1 and parts > 1)
+        first = corrections[0] if corrections else receipt
+        return Receipt(
+            channel=self.name,
+            target=self.target.name,
+            external_id=first.external_id,
+            url=first.url,
+            posted_at=first.posted_at,
+            extra={
+                "corrects": receipt.external_id,
+                "deleted": deleted,
+                "correction_ids": [correction.external_id for correction in corrections],
+            },
+        )
+
+    async def _post_correction(self, original: Receipt, cancel: AlertVersion) -> list[Receipt]:
+        receipts: list[Receipt] = []
+        for post in self.render(cancel):
+            key = f"retract:{original.external_id}:{post.part}"
+            previous = receipts[-1] if receipts else None
+            try:
+                receipts.append(await self.publish(post, key, reply_to=previous))
+            except PermanentError as error:
+                # Retracting again after a failure half-way: the correction is already up.
+                found = await self.find_published(post, key) if error.code == "duplicate" else None
+                if found is None:
+                    raise
+                receipts.append(found)
+        return receipts
+
+    async def _delete_thread(self, receipt: Receipt, *, whole_thread: bool) -> list[str]:
+        ids = [receipt.external_id]
+        if whole_thread:
+            # Later parts are replies in the first part's conversation, made by this account.
+            ids += [
+                tweet.id
+                for tweet in reversed(await self._own_recent_tweets())
+                if tweet.conversation_id == receipt.external_id and tweet.id != receipt.external_id
+            ]
+        client = self._api()
+        for tweet_id in ids:
+            try:
+                answer = await client.delete_tweet(tweet_id, user_auth=True)
+                deleted = _Deleted.model_validate(answer).data.deleted
+            except tweepy.errors.NotFound:
+                continue  # already gone: deleting is done
+            except Exception as error:
+                # Deleting twice does no harm, so a lost answer is simply retried.
+                raise await self._error(error, f"deleting post {tweet_id}", write=False) from error
+            if not deleted:
+                raise PermanentError(
+                    f"X did not delete post {tweet_id} of target {self.target.name!r}; delete "
+                    "it by hand and check the account can still post",
+                )
+        return ids
+
+    # --- inbound: polling --------------------------------------------------------------------
+
+    async def fetch_inbound(
+        self, cursor: str | None
+    ) -> tuple[Sequence[InboundMessage], str | None]:
+        """Mentions of the account (replies included) newer than `cursor`, a tweet id.
+
+        With no cursor yet, only the newest page is read: older mentions predate the service
+        and would flood the triage queue with stale reports."""
+        user_id = await self._account_id()
+        client = self._api()
+        messages: list[InboundMessage] = []
+        newest = cursor
+        token: str | None = None
+        for _ in range(_MENTION_PAGES if cursor else 1):
+            try:
+                answer = await client.get_users_mentions(
+                    user_id,
+                    since_id=cursor,
+                    pagination_token=token,
+                    max_results=_PAGE_SIZE,
+                    tweet_fields=_TWEET_FIELDS,
+                    expansions=["author_id"],
+                    user_fields=["name", "username"],
+                    user_auth=True,
+                )
+                page = _Page.model_validate(answer)
+            except Exception as error:
+                raise await self._error(error, "reading mentions", write=False) from error
+            users = {user.id: user for user in page.includes.users}
+            messages += [
+                _mention(tweet, users.get(tweet.author_id or ""))
+                for tweet in page.data
+                if tweet.author_id != user_id
+            ]
+            if page.meta.newest_id and (newest is None or int(page.meta.newest_id) > int(newest)):
+                newest = page.meta.newest_id
+            token = page.meta.next_token
+            if token is None:
+                break
+        messages.sort(key=lambda message: int(message.external_id))
+        return messages, newest
+
+    # --- inbound: Account Activity webhook -----------------------------------------------------
+
+    def answer_webhook_challenge(self, query: Mapping[str, str]) -> WebhookAnswer | None:
+        """X's CRC check (at registration and about hourly): prove we hold the consumer secret."""
+        token = query.get("crc_token")
+        if not token:
+            return None
+        response_token = crc_response_token(self._secret("consumer_secret"), token)
+        return WebhookAnswer(200, json.dumps({"response_token": response_token}))
+
+    def parse_webhook(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Sequence[InboundMessage]:
+        """Verify X's signature on the raw body, then read the replies and mentions in it.
+
+        The account's own posts arrive here too (X reports every tweet_create_event of the
+        account), as do reposts of our alerts: neither is something the public asked us."""
+        signature = next(
+            (value for name, value in headers.items() if name.lower() == SIGNATURE_HEADER), None
+        )
+        if not signature:
+            raise WebhookRejected(401, f"X webhook call without the {SIGNATURE_HEADER} header")
+        digest = hmac.new(self._secret("consumer_secret").encode(), body, hashlib.sha256).digest()
+        expected = "sha256=" + base64.b64encode(digest).decode()
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise WebhookRejected(403, f"X webhook call with a wrong {SIGNATURE_HEADER}")
+        try:
+            events = _ActivityEvents.model_validate_json(body)
+        except ValidationError as error:
+            raise WebhookRejected(
+                400,
+                f"X webhook body is not an Account Activity event: {error.error_count()} errors",
+            ) from None
+        return [
+            _webhook_mention(tweet)
+            for tweet in events.tweet_create_events
+            if tweet.user.id_str != events.for_user_id and tweet.retweeted_status is None
+        ]
+
+    # --- the client ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._client = None
+
+    def _secret(self, name: str) -> str:
+        return self.target.credentials[name].get_secret_value()
+
+    def _api(self) -> Any:
+        if self._client is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
+            )
+            self._client = AsyncClient(
+                consumer_key=self._secret("consumer_key"),
+                consumer_secret=self._secret("consumer_secret"),
+                access_token=self._secret("access_token"),
+                access_token_secret=self._secret("access_token_secret"),
+                return_type=dict,
+                wait_on_rate_limit=False,  # the dispatcher retries; tweepy's wait breaks on OAuth1
+            )
+            self._client.session = _ApiSession(self._session, self._origin)
+        return self._client
+
+    async def _account_id(self) -> str:
+        if self._user_id is None:
+            try:
+                me = _Me.model_validate(await self._api().get_me(user_auth=True))
+            except Exception as error:
+                raise await self._error(error, "looking up the account id", write=False) from error
+            self._user_id = me.data.id
+        return self._user_id
+
+    async def _own_recent_tweets(self) -> list[_Tweet]:
+        user_id = await self._account_id()
+        client = self._api()
+        tweets: list[_Tweet] = []
+        token: str | None = None
+        for _ in range(_TIMELINE_PAGES):
+            try:
+                answer = await client.get_users_tweets(
+                    user_id,
+                    max_results=_PAGE_SIZE,
+                    pagination_token=token,
+                    tweet_fields=_TWEET_FIELDS,
+                    user_auth=True,
+                )
+                page = _Page.model_validate(answer)
+            except Exception as error:
+                raise await self._error(
+                    error, "reading the account's recent posts", write=False
+                ) from error
+            tweets += page.data
+            token = page.meta.next_token
+            if token is None:
+                break
+        return tweets
+
+    def _receipt(self, tweet_id: str, post: Post, parent: str | None) -> Receipt:
+        return Receipt(
+            channel=self.name,
+            target=self.target.name,
+            external_id=tweet_id,
+            url=f"https://x.com/i/web/status/{tweet_id}",
+            posted_at=_snowflake_time(tweet_id),
+            extra={"part": post.part, "parts": post.parts, "reply_to": parent},
+        )
+
+    async def _error(self, error: Exception, action: str, *, write: bool) -> ChannelError:
+        return await map_error(error, f"X {action} for target {self.target.name!r}", write=write)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+async def map_error(error: Exception, where: str, *, write: bool) -> ChannelError:
+    """One tweepy/aiohttp failure as a ChannelError. `write`: the request may have changed
+    something (a new post), so a lost answer means "may have posted"."""
+    if isinstance(error, ChannelError):
+        return error
+    if isinstance(error, tweepy.errors.HTTPException):
+        return _from_http(error, await _problem(error.response), where, write=write)
+    if isinstance(error, aiohttp.ClientConnectorError):
+        # Never connected: nothing was sent, so even a write can simply be tried again.
+        return TransientError(f"{where}: cannot connect to X ({type(error).__name__})")
+    if isinstance(error, aiohttp.ClientResponseError):  # e.g. an HTML error page from a proxy
+        return _by_status(error.status, f"{where}: HTTP {error.status} without X's JSON", write)
+    if isinstance(error, TimeoutError | aiohttp.ClientError | ValidationError | JSONDecodeError):
+        what = "no answer in time" if isinstance(error, TimeoutError) else type(error).__name__
+        message = f"{where}: the answer was lost ({what})"
+        if write:
+            return AmbiguousError(message + "; it may have posted: reconcile before retrying")
+        return TransientError(message)
+    # Not a failure X or the network should cause (a tweepy bug, say): the caller keeps the
+    # traceback through `raise ... from`, and a write still counts as "may have posted".
+    message = f"{where}: unexpected {type(error).__name__}"
+    return AmbiguousError(message) if write else TransientError(message)
+
+
+async def _problem(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """X's error body: a v2 problem ({title, detail, type, status}) and/or {errors: [...]}.
+    tweepy already read it, so this parses the buffered body again."""
+    try:
+        body = await response.json(content_type=None)
+    except (aiohttp.ClientError, JSONDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _words(problem: Mapping[str, Any]) -> str:
+    """X's own words for an error: the detail (else the title) and each error's message."""
+    said = [str(problem.get("detail") or problem.get("title") or "")]
+    for item in problem.get("errors") or ():
+        if isinstance(item, dict):
+            said.append(str(item.get("message") or item.get("detail") or ""))
+    return "; ".join(dict.fromkeys(word for word in said if word))
+
+
+def _from_http(error: Any, problem: Mapping[str, Any], where: str, *, write: bool) -> ChannelError:
+    response = error.response
+    status = int(response.status)
+    said = _words(problem)
+    message = f"{where}: {status} {said}".rstrip()
+    lowered = f"{said} {problem.get('type', '')} {problem.get('reason', '')}".lower()
+    if status == 429:
+        return TransientError(message, retry_after=_retry_after(response.headers), status=status)
+    if status == 401:
+        return AuthError(
+            message + ": X rejected the credentials; check consumer key/secret and access "
+            "token/secret, and regenerate them if they were revoked",
+            status=status,
+        )
+    if status == 403:
+        if _DUPLICATE in lowered:
+            return PermanentError(
+                message + " (X refuses the same text twice; if this is a retry, the first attempt "
+                "posted it: find_published returns it)",
+                status=status,
+                code="duplicate",
+            )
+        if _REPLY_TARGET_GONE in lowered:
+            # Right after part 1 is posted X sometimes does not see it yet; if it was deleted,
+            # the retries run out and the delivery is dead-lettered.
+            return TransientError(message, retry_after=5.0, status=status, code="reply-target")
+        if any(problem_kind in lowered for problem_kind in _AUTH_PROBLEMS):
+            return AuthError(
+                message + ": check the app has read and write permission, uses OAuth 1.0a user "
+                "context, and the account is in good standing",
+                status=status,
+            )
+        return PermanentError(message, status=status)
+    return _by_status(status, message, write)
+
+
+def _by_status(status: int, message: str, write: bool) -> ChannelError:
+    if status == 401:
+        return AuthError(message, status=status)
+    if status == 429:
+        return TransientError(message, status=status)
+    if status >= 500:
+        if write:
+            return AmbiguousError(
+                message + "; X may have posted it: reconcile before retrying", status=status
+            )
+        return TransientError(message, status=status)
+    if 200 <= status < 300:  # a success whose answer we could not read
+        return AmbiguousError(message, status=status) if write else TransientError(message)
+    return PermanentError(message, status=status)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds until X lets us in again. A 429 may come from the 15-minute window
+    (x-rate-limit-*) or from the 24-hour caps on posting (x-user-limit-24hour-*,
+    x-app-limit-24hour-*): wait for the latest reset among the windows that are used up."""
+    resets: list[float] = []
+    for window in ("x-rate-limit", "x-user-limit-24hour", "x-app-limit-24hour"):
+        reset = headers.get(f"{window}-reset")
+        if reset is not None and headers.get(f"{window}-remaining") == "0":
+            resets.append(float(reset))
+    if not resets and headers.get("x-rate-limit-reset") is not None:
+        resets.append(float(headers["x-rate-limit-reset"]))
+    if not resets:
+        return None
+    return max(0.0, max(resets) - time.time())
+
+
+# --- X's answers -----------------------------------------------------------------------------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Reference(_Answer):
+    type: str
+    id: str
+
+
+class _Url(_Answer):
+    url: str  # the t.co link X put in the text
+    expanded_url: str | None = None
+
+
+class _Entities(_Answer):
+    urls: tuple[_Url, ...] = ()
+
+
+class _Tweet(_Answer):
+    id: str
+    text: str
+    author_id: str | None = None
+    created_at: datetime | None = None
+    conversation_id: str | None = None
+    referenced_tweets: tuple[_Reference, ...] = ()
+    entities: _Entities | None = None
+
+    def replied_to(self) -> str | None:
+        return next((ref.id for ref in self.referenced_tweets if ref.type == "replied_to"), None)
+
+    def display_text(self) -> str:
+        """The text as written: X escapes &, < and > and wraps every link in t.co."""
+        text = html.unescape(self.text)
+        for url in self.entities.urls if self.entities else ():
+            text = text.replace(url.url, url.expanded_url or url.url)
+        return text
+
+
+class _User(_Answer):
+    id: str
+    username: str
+    name: str
+
+
+class _Includes(_Answer):
+    users: tuple[_User, ...] = ()
+
+
+class _Meta(_Answer):
+    result_count: int = 0
+    newest_id: str | None = None
+    next_token: str | None = None
+
+
+class _Page(_Answer):
+    data: tuple[_Tweet, ...] = ()
+    includes: _Includes = _Includes()
+    meta: _Meta = _Meta()
+
+
+class _CreatedTweet(_Answer):
+    id: str
+    text: str
+
+
+class _Created(_Answer):
+    data: _CreatedTweet
+
+
+class _DeletedFlag(_Answer):
+    deleted: bool
+
+
+class _Deleted(_Answer):
+    data: _DeletedFlag
+
+
+class _Me(_Answer):
+    data: _User
+
+
+class _V1User(_Answer):
+    id_str: str
+    screen_name: str
+    name: str
+
+
+class _V1Extended(_Answer):
+    full_text: str
+
+
+class _V1Tweet(_Answer):
+    """A v1.1 tweet object, as the Account Activity API delivers it."""
+
+    id_str: str
+    created_at: str  # "Wed Oct 10 20:19:24 +0000 2018"
+    text: str = ""
+    full_text: str | None = None
+    extended_tweet: _V1Extended | None = None
+    user: _V1User
+    in_reply_to_status_id_str: str | None = None
+    retweeted_status: dict[str, Any] | None = None
+    entities: _Entities | None = None
+
+
+class _ActivityEvents(_Answer):
+    for_user_id: str
+    tweet_create_events: tuple[_V1Tweet, ...] = ()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class _ApiSession:
+    """What tweepy takes as `client.session`: sends its requests to `origin` instead of
+    api.twitter.com with the path and the (already signed, already encoded) query unchanged."""
+
+    def __init__(self, session: aiohttp.ClientSession, origin: str) -> None:
+        self._session = session
+        self._origin = origin
+
+    def request(self, method: str, url: str | URL, **kwargs: Any) -> Any:
+        text = str(url)
+        if not text.startswith(API_ORIGIN):
+            raise ValueError(f"tweepy asked for {text!r}, outside {API_ORIGIN}")
+        return self._session.request(
+            method, URL(self._origin + text[len(API_ORIGIN) :], encoded=True), **kwargs
+        )
+
+
+def _comparable(text: str) -> str:
+    """Text as two posts are compared: X may normalise to NFC, trim, and shows links either
+    with or without their scheme, so links are compared without it."""
+    text = normalize("NFC", text).strip()
+    return re.sub(r"https?://(\S+?)/?(?=\s|$)", r"\1", text)
+
+
+def _snowflake_time(tweet_id: str) -> datetime | None:
+    try:
+        milliseconds = (int(tweet_id) >> 22) + _SNOWFLAKE_EPOCH_MS
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+def _reader_text(text: str) -> str:
+    return _LEADING_MENTIONS.sub("", text, count=1).strip() or text.strip()
+
+
+def _mention(tweet: _Tweet, author: _User | None) -> InboundMessage:
+    username = author.username if author else None
+    return InboundMessage(
+        source="x",
+        external_id=tweet.id,
+        text=_reader_text(tweet.display_text()),
+        received_at=tweet.created_at or _snowflake_time(tweet.id) or datetime.now(UTC),
+        author_id=tweet.author_id,
+        author_name=author.name if author else None,
+        in_reply_to=tweet.replied_to(),
+        url=f"https://x.com/{username or 'i/web'}/status/{tweet.id}",
+        raw=tweet.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def _webhook_mention(tweet: _V1Tweet) -> InboundMessage:
+    if tweet.extended_tweet is not None:  # longer than 140: the full text is here
+        text = tweet.extended_tweet.full_text
+    else:
+        text = tweet.full_text or tweet.text
+    text = html.unescape(text)
+    for url in tweet.entities.urls if tweet.entities else ():
+        text = text.replace(url.url, url.expanded_url or url.url)
+    try:
+        received = datetime.strptime(tweet.created_at, "%a %b %d %H:%M:%S %z %Y")
+    except ValueError:
+        received = _snowflake_time(tweet.id_str) or datetime.now(UTC)
+    return InboundMessage(
+        source="x",
+        external_id=tweet.id_str,
+        text=_reader_text(text),
+        received_at=received,
+        author_id=tweet.user.id_str,
+        author_name=tweet.user.name,
+        in_reply_to=tweet.in_reply_to_status_id_str,
+        url=f"https://x.com/{tweet.user.screen_name}/status/{tweet.id_str}",
+        raw=tweet.model_dump(mode="json", exclude_none=True),
+    )
