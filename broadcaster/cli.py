@@ -21,6 +21,7 @@ from broadcaster import audit, users
 from broadcaster.auth import totp
 from broadcaster.auth.passwords import WeakPassword
 from broadcaster.auth.tokens import create_token
+from broadcaster.cli_contacts import add_contacts_commands
 from broadcaster.logs import configure_logging
 from broadcaster.settings import ConfigError, LoadedSettings, load_settings
 from broadcaster.storage import migrate
@@ -381,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Check the audit log's hash chain; exit 1 if broken.",
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
+    add_contacts_commands(commands, parents=[common])
     return parser
 
 

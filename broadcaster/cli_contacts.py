@@ -19,14 +19,8 @@ from broadcaster.settings import LoadedSettings
 __all__ = ["add_contacts_commands", "cmd_contacts_import", "cmd_contacts_list"]
 
 
-def _cli() -> object:
-    # Imported when a command runs: broadcaster.cli imports this module to build its parser.
-    from broadcaster import cli
-
-    return cli
-
-
 def cmd_contacts_import(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    # Imported here, not at the top: broadcaster.cli imports this module to build its parser.
     from broadcaster import cli
 
     path: Path = args.file
@@ -131,9 +125,7 @@ def add_contacts_commands(
         "Import a list from CSV (columns phone, email, latitude, longitude, language; "
         "only phone is required). Nothing is imported if any line is wrong."
     )
-    importing = sub.add_parser(
-        "import", help=summary, description=summary, parents=list(parents)
-    )
+    importing = sub.add_parser("import", help=summary, description=summary, parents=list(parents))
     importing.set_defaults(handler=cmd_contacts_import)
     importing.add_argument("list", help="list name, e.g. riverside-residents (made if new)")
     importing.add_argument("file", type=Path, help="CSV file with a header line")

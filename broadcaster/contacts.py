@@ -268,7 +268,10 @@ def parse_csv(lines: Iterable[str]) -> tuple[list[ContactRow], list[RowError]]:
         if row.phone in seen:
             errors.append(
                 RowError(
-                    line, "phone", row.phone, f"phone {row.phone} is already on line {seen[row.phone]}"
+                    line,
+                    "phone",
+                    row.phone,
+                    f"phone {row.phone} is already on line {seen[row.phone]}",
                 )
             )
             continue
@@ -446,7 +449,9 @@ async def select_recipients(
     polygons or circles; contacts without a location are then left out, since nobody can say
     they are inside."""
     list_id = (
-        await connection.execute(select(contact_lists.c.id).where(contact_lists.c.name == list_name))
+        await connection.execute(
+            select(contact_lists.c.id).where(contact_lists.c.name == list_name)
+        )
     ).scalar()
     if list_id is None:
         raise ContactsError(

@@ -14,10 +14,13 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.roles import Role
-from broadcaster import audit, users
+from broadcaster import audit, contacts, users
 from broadcaster.auth import totp
+from broadcaster.contacts import ContactRow
+from broadcaster.emulated import DEMO_LIST, start_emulated_platforms
 from broadcaster.service import serve
 from broadcaster.settings import DatabaseSettings, LoadedSettings
+from broadcaster.targets import Directory
 
 DEMO_DATABASE = Path("var/demo/broadcaster.db")
 
@@ -39,10 +42,22 @@ DEMO_USERS = (
 )
 
 
-def demo_settings(loaded: LoadedSettings) -> LoadedSettings:
+# The demo list: people on the emulated SMS and email platforms (numbers in the 555-01xx range
+# reserved for fiction), some with a location so area filtering has something to filter.
+DEMO_CONTACTS = (
+    ContactRow("+15555550101", "ana@example.org", 21.3069, -157.8583, "en"),
+    ContactRow("+15555550102", "ben@example.org", 21.3156, -157.8581, "en"),
+    ContactRow("+15555550103", "carla@example.org", None, None, "es"),
+    ContactRow("+15555550104", None, 21.4389, -158.0001, "fr"),
+)
+
+
+def demo_settings(loaded: LoadedSettings, directory: Directory) -> LoadedSettings:
     database = DatabaseSettings(url=f"sqlite+aiosqlite:///{DEMO_DATABASE}")
     settings = loaded.settings.model_copy(update={"database": database})
-    return LoadedSettings(settings, loaded.source, {"session_key": loaded.secret("session_key")})
+    return LoadedSettings(
+        settings, loaded.source, {"session_key": loaded.secret("session_key")}, directory
+    )
 
 
 @dataclass(frozen=True)
@@ -82,11 +97,24 @@ async def ensure_demo_users(engine: AsyncEngine) -> dict[str, DemoCredentials]:
     return credentials
 
 
+async def ensure_demo_contacts(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await contacts.import_contacts(
+            connection,
+            DEMO_LIST,
+            DEMO_CONTACTS,
+            replace=True,
+            description="Demo residents on the emulated SMS and email platforms",
+        )
+
+
 async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
     credentials: dict[str, DemoCredentials] = {}
+    platforms = await start_emulated_platforms()
 
     async def prepare(engine: AsyncEngine) -> None:
         credentials.update(await ensure_demo_users(engine))
+        await ensure_demo_contacts(engine)
 
     def announce(url: str) -> None:
         lines = [
@@ -101,6 +129,9 @@ async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
         lines += ["", "Second factor (TOTP) for each, to add to an authenticator app:"]
         for demo in DEMO_USERS:
             lines.append(f"  {demo.username:<10} {credentials[demo.username].totp_uri}")
+        lines += ["", "Platform emulators (every post the service makes lands here):"]
+        for name, emulator in platforms.emulators.items():
+            lines.append(f"  {name:<10} {emulator.url}/_emulator/effects")
         lines += [
             "",
             f"Console:   {url}/",
@@ -111,5 +142,13 @@ async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
         ]
         print("\n".join(lines), flush=True)  # for the person at the terminal, not the log
 
-    await serve(demo_settings(loaded), prepare=prepare, on_ready=announce, port=port)
+    try:
+        await serve(
+            demo_settings(loaded, platforms.directory),
+            prepare=prepare,
+            on_ready=announce,
+            port=port,
+        )
+    finally:
+        await platforms.stop()
     print("Demo stopped.", file=sys.stderr, flush=True)

@@ -47,3 +47,6 @@ def configure_logging(settings: LoggingSettings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # Alembic narrates every connection; `broadcaster.storage.migrate` logs the upgrades that run.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request URL, and a Telegram bot's URL carries its token: keep it quiet
+    # (the Telegram adapter also redacts the token from that logger).
+    logging.getLogger("httpx").setLevel(logging.WARNING)

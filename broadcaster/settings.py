@@ -15,10 +15,13 @@ import os
 import secrets as token_source
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from broadcaster.targets import Directory
 
 ENV_PREFIX = "BROADCASTER_"
 ENV_NESTED_DELIMITER = "__"
@@ -140,6 +143,8 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
     secrets: SecretsSettings = SecretsSettings()
+    # Channel targets ([[targets]] tables), checked against each adapter by broadcaster.targets.
+    targets: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -155,12 +160,21 @@ class Settings(BaseSettings):
 
 
 class LoadedSettings:
-    """Validated settings, where they came from, and the resolved secrets."""
+    """Validated settings, where they came from, the resolved secrets and channel targets."""
 
-    def __init__(self, settings: Settings, source: Path | None, secrets: dict[str, SecretStr]):
+    def __init__(
+        self,
+        settings: Settings,
+        source: Path | None,
+        secrets: dict[str, SecretStr],
+        directory: Directory | None = None,
+    ):
+        from broadcaster.targets import Directory  # the targets module builds on this one
+
         self.settings = settings
         self.source = source
         self._secrets = secrets
+        self.directory = directory if directory is not None else Directory()
 
     def secret(self, name: str) -> SecretStr:
         return self._secrets[name]
@@ -190,7 +204,10 @@ def load_settings(explicit: Path | None = None) -> LoadedSettings:
     resolved = {
         name: resolve_secret(ref, f"{where}: secrets.{name}") for name, ref in settings.secrets
     }
-    return LoadedSettings(settings, path, resolved)
+    from broadcaster.targets import build_directory  # the targets module builds on this one
+
+    directory = build_directory(settings.targets, where)
+    return LoadedSettings(settings, path, resolved, directory)
 
 
 def resolve_secret(ref: SecretRef, where: str) -> SecretStr:

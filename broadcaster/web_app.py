@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broadcaster import api, web_health, web_pages
+from broadcaster import api, web_health, web_pages, web_public
+from broadcaster.alerts.channel_checks import channel_checks
 from broadcaster.alerts.rules import load_alert_rules
 from broadcaster.alerts.service import AlertService
 from broadcaster.metrics import Metrics
@@ -23,8 +24,16 @@ def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
     app[SETTINGS] = loaded
     app[ENGINE] = engine
     app[METRICS] = Metrics()
-    app[ALERTS] = AlertService(engine, load_alert_rules(loaded.settings.alerts))
+    public_base = loaded.settings.server.public_url or (
+        f"http://{loaded.settings.server.host}:{loaded.settings.server.port}"
+    )
+    app[ALERTS] = AlertService(
+        engine,
+        load_alert_rules(loaded.settings.alerts),
+        channel_checks=channel_checks(loaded.directory, public_base),
+    )
     app.add_routes(web_health.routes)
     app.add_routes(web_pages.routes)
+    app.add_routes(web_public.routes)
     api.install(app)
     return app

@@ -44,6 +44,8 @@ def test_every_command_is_there() -> None:
         "token create",
         "user totp",
         "audit verify",
+        "contacts import",
+        "contacts list",
     } <= names
 
 

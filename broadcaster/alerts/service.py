@@ -8,7 +8,7 @@ that moment, and given its CAP identity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,7 +19,7 @@ from approvals import lifecycle
 from approvals.alert import AlertContent
 from approvals.lifecycle import Event, Step, VersionRecord
 from approvals.policy import Approver
-from approvals.screening import Finding
+from approvals.screening import NO_CHANNEL_CHECKS, ChannelCheck, Finding
 from approvals.workflow import VersionState
 from broadcaster import audit
 from broadcaster.alerts import store
@@ -58,6 +58,25 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Released:
+    """A version just released, as the outbox needs it (inside the releasing transaction)."""
+
+    alert_id: int
+    version_id: int
+    number: int
+    record: VersionRecord
+    identifier: str
+    sender: str
+    sent: datetime
+
+
+# Writes the released version's deliveries in the releasing transaction (the outbox).
+ReleaseHook = Callable[[AsyncConnection, Released], Awaitable[None]]
+# Whether any delivery of a released version reached (or may have reached) the public.
+WentOutCheck = Callable[[AsyncConnection, int], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
 class Outcome:
     alert_id: int
     version_id: int
@@ -65,10 +84,22 @@ class Outcome:
 
 
 class AlertService:
-    def __init__(self, engine: AsyncEngine, rules: AlertRules, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        rules: AlertRules,
+        clock: Clock = utc_now,
+        *,
+        on_release: ReleaseHook | None = None,
+        went_out: WentOutCheck | None = None,
+        channel_checks: Mapping[str, ChannelCheck] = NO_CHANNEL_CHECKS,
+    ) -> None:
         self.engine = engine
+        self.channel_checks = channel_checks
         self.rules = rules
         self.clock = clock
+        self.on_release = on_release
+        self.went_out_check = went_out
 
     # --- creating --------------------------------------------------------------------------------
 
@@ -98,7 +129,12 @@ class AlertService:
             actor,
             alert_id,
             lambda record, now: lifecycle.submit(
-                record, actor.user.id, now, self.rules.policy, self.rules.screening
+                record,
+                actor.user.id,
+                now,
+                self.rules.policy,
+                self.rules.screening,
+                self.channel_checks,
             ),
         )
 
@@ -188,7 +224,12 @@ class AlertService:
             version_id = await store.insert_version(connection, alert_id, made.record)
             await self._audit(connection, actor, alert_id, version_id, made.events)
             submitted = lifecycle.submit(
-                made.record, actor.user.id, now, self.rules.policy, self.rules.screening
+                made.record,
+                actor.user.id,
+                now,
+                self.rules.policy,
+                self.rules.screening,
+                self.channel_checks,
             )
             findings = await self._store_step(
                 connection, actor, alert_id, version_id, made.record, submitted, now
@@ -268,19 +309,24 @@ class AlertService:
         step: Step,
         now: datetime,
     ) -> tuple[Finding, ...]:
-        record, events, cap_identity = step.record, list(step.events), None
+        record, events, cap_identity, released = step.record, list(step.events), None, None
         if record.state is VersionState.approved:
             number = await store.version_number(connection, version_id)
             identifier = f"{self.rules.identifier_prefix}-{alert_id}-{number}"
             sent = now.astimezone(UTC).replace(microsecond=0)  # CAP sent has whole seconds
             reference = f"{self.rules.sender},{identifier},{sent.isoformat()}"
-            released = lifecycle.release(record, now, self.rules.policy, reference)
-            record, cap_identity = released.record, (identifier, self.rules.sender, sent)
-            events.extend(released.events)
+            release_step = lifecycle.release(record, now, self.rules.policy, reference)
+            record, cap_identity = release_step.record, (identifier, self.rules.sender, sent)
+            events.extend(release_step.events)
+            released = Released(
+                alert_id, version_id, number, record, identifier, self.rules.sender, sent
+            )
         await store.save_version(
             connection, version_id, before, record, now, cap_identity=cap_identity
         )
         await self._audit(connection, actor, alert_id, version_id, events)
+        if released is not None and self.on_release is not None:
+            await self.on_release(connection, released)
         return step.findings
 
     async def _current(
@@ -295,9 +341,13 @@ class AlertService:
         return current
 
     async def _went_out(self, connection: AsyncConnection, version: store.StoredVersion) -> bool:
-        # Until its deliveries say otherwise, a released version may have reached people:
-        # counting it as gone out errs toward a correction that reaches everyone.
-        return version.record.released_at is not None
+        if version.record.released_at is None:
+            return False
+        if self.went_out_check is not None:
+            return await self.went_out_check(connection, version.id)
+        # With nothing to ask, a released version may have reached people: counting it as
+        # gone out errs toward a correction that reaches everyone.
+        return True
 
     async def _audit(
         self,

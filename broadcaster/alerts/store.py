@@ -265,3 +265,51 @@ async def versions_in_states(
         )
     )
     return [(row.id, row.alert_id) for row in rows]
+
+
+async def newest_released(connection: AsyncConnection, alert_id: int) -> StoredVersion | None:
+    """The alert's newest version that was released (has a CAP identity), if any."""
+    version_id = await connection.scalar(
+        select(alert_versions.c.id)
+        .where(alert_versions.c.alert_id == alert_id, alert_versions.c.identifier.is_not(None))
+        .order_by(alert_versions.c.number.desc())
+        .limit(1)
+    )
+    return None if version_id is None else await load_version(connection, int(version_id))
+
+
+async def by_identifier(connection: AsyncConnection, identifier: str) -> StoredVersion | None:
+    version_id = await connection.scalar(
+        select(alert_versions.c.id).where(alert_versions.c.identifier == identifier)
+    )
+    return None if version_id is None else await load_version(connection, int(version_id))
+
+
+async def current_public_versions(
+    connection: AsyncConnection, statuses: tuple[str, ...], now: datetime
+) -> list[StoredVersion]:
+    """The newest released version of each alert with one of `statuses`, unless that version
+    is a Cancel or has expired: what a feed of current alerts lists."""
+    newest = (
+        select(alert_versions.c.alert_id, func.max(alert_versions.c.number).label("number"))
+        .where(alert_versions.c.identifier.is_not(None))
+        .group_by(alert_versions.c.alert_id)
+        .subquery()
+    )
+    rows = await connection.execute(
+        select(alert_versions.c.id)
+        .join(
+            newest,
+            (alert_versions.c.alert_id == newest.c.alert_id)
+            & (alert_versions.c.number == newest.c.number),
+        )
+        .where(
+            alert_versions.c.status.in_(statuses),
+            alert_versions.c.msg_type != "Cancel",
+            (alert_versions.c.expires_at.is_(None)) | (alert_versions.c.expires_at > now),
+        )
+        .order_by(alert_versions.c.sent_at.desc())
+        .limit(500)
+    )
+    versions = [await load_version(connection, row.id) for row in rows]
+    return [version for version in versions if version is not None]

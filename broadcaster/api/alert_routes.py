@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals import errors as workflow_errors
 from approvals.screening import Finding
-from broadcaster.alerts import views
+from broadcaster.alerts import store, views
+from broadcaster.alerts.preview import PreviewOut, preview_channels
+from broadcaster.alerts.publication import channel_version
 from broadcaster.alerts.service import Actor, AlertExpired, AlertNotFound, AlertService, Outcome
 from broadcaster.api.alert_models import (
     AlertList,
@@ -29,7 +32,9 @@ from broadcaster.api.framework import Api, Caller, invalid, path_id
 from broadcaster.auth import totp
 from broadcaster.auth.permissions import Permission
 from broadcaster.web_errors import ApiError, FieldError
-from broadcaster.web_keys import ALERTS, ENGINE
+from broadcaster.web_keys import ALERTS, ENGINE, SETTINGS
+from broadcaster.web_public import public_base
+from channels.cap import cap_document
 
 api = Api()
 
@@ -286,3 +291,55 @@ async def update_alert(request: web.Request, caller: Caller, body: ReplaceReques
 async def cancel_alert(request: web.Request, caller: Caller, body: ReplaceRequest) -> AlertOut:
     alert_id = path_id(request, "alert_id")
     return await _run(request, lambda s: s.cancel(_actor(request, caller), alert_id, body.content))
+
+
+@api.route(
+    "GET",
+    "/alerts/{alert_id}/preview",
+    summary="Every channel's exact parts for the current version, with counts against limits.",
+    permission=Permission.view_alerts,
+    response=PreviewOut,
+    errors=(404,),
+)
+async def preview_alert(request: web.Request, _caller: Caller) -> PreviewOut:
+    alert_id = path_id(request, "alert_id")
+    service = request.app[ALERTS]
+    async with request.app[ENGINE].connect() as connection:
+        current = await _current_version(connection, alert_id)
+    version = channel_version(current, public_base(request), service.clock())
+    return PreviewOut(
+        alert_id=alert_id,
+        version_id=current.id,
+        content_hash=current.record.content_hash,
+        channels=preview_channels(version, request.app[SETTINGS].directory),
+    )
+
+
+@api.route(
+    "GET",
+    "/alerts/{alert_id}/cap.xml",
+    summary="The CAP 1.2 document of the alert's newest released version.",
+    permission=Permission.view_alerts,
+    errors=(404, 409),
+)
+async def alert_cap(request: web.Request, _caller: Caller) -> web.Response:
+    alert_id = path_id(request, "alert_id")
+    async with request.app[ENGINE].connect() as connection:
+        released = await store.newest_released(connection, alert_id)
+    if released is None:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"alert {alert_id} has no released version yet; CAP identity is given at release",
+        )
+    version = channel_version(released, public_base(request), request.app[ALERTS].clock())
+    return web.Response(body=cap_document(version), content_type="application/cap+xml")
+
+
+async def _current_version(connection: AsyncConnection, alert_id: int) -> store.StoredVersion:
+    alert = await store.get_alert(connection, alert_id)
+    if alert is None or alert.current_version_id is None:
+        raise ApiError(404, "Not Found", f"there is no alert {alert_id}")
+    current = await store.load_version(connection, alert.current_version_id)
+    assert current is not None
+    return current

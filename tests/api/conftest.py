@@ -17,6 +17,7 @@ from broadcaster import users
 from broadcaster.auth import totp
 from broadcaster.auth.tokens import create_token
 from broadcaster.settings import SHIPPED_CONFIG_DIR, AlertSettings, LoadedSettings, Settings
+from broadcaster.targets import Directory
 from broadcaster.web_app import create_app
 
 # Two people per role so tests can show that one person counts once and authors never approve.
@@ -58,7 +59,13 @@ class ApiClient:
 
 
 @pytest.fixture
-async def api(engine: AsyncEngine) -> AsyncIterator[ApiClient]:
+def directory() -> Directory:
+    """The channel targets the app knows; tests that publish override this with emulators."""
+    return Directory()
+
+
+@pytest.fixture
+async def api(engine: AsyncEngine, directory: Directory) -> AsyncIterator[ApiClient]:
     tokens: dict[str, str] = {}
     secrets: dict[str, str] = {}
     async with engine.begin() as connection:
@@ -71,6 +78,7 @@ async def api(engine: AsyncEngine) -> AsyncIterator[ApiClient]:
         Settings(alerts=AlertSettings().relative_to(SHIPPED_CONFIG_DIR)),
         None,
         {"session_key": SecretStr("k" * 32)},
+        directory,
     )
     async with TestClient(TestServer(create_app(loaded, engine))) as client:
         yield ApiClient(client, tokens, secrets)

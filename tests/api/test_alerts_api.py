@@ -14,16 +14,14 @@ from broadcaster import audit
 from broadcaster.storage.schema import audit_log
 from tests.api.conftest import ApiClient
 
-EVACUATION = {
-    "template": "evacuation",
-    "values": {
-        "area": "Riverside district",
-        "hazard": "a levee failure",
-        "time": "3:30 PM",
-        "route": "Highway 9 north",
-        "shelter": "Central High School gym",
-    },
+EVACUATION_VALUES = {
+    "area": "Riverside district",
+    "hazard": "a levee failure",
+    "time": "3:30 PM",
+    "route": "Highway 9 north",
+    "shelter": "Central High School gym",
 }
+EVACUATION: dict[str, Any] = {"template": "evacuation", "values": EVACUATION_VALUES}
 BOIL_WATER_VALUES = {"area": "Riverside district"}
 
 
@@ -155,7 +153,7 @@ async def test_editing_after_an_approval_voids_it(api: ApiClient) -> None:
     alert = await _submit(api, (await _draft(api))["id"])
     status, alert = await _approve(api, alert, "approver1")
     assert alert["current"]["quorum"]["counted"] == ["approver1"]
-    status, alert_any = await api.call("POST", f"/alerts/{alert['id']}/recall", "officer")
+    status, _alert_any = await api.call("POST", f"/alerts/{alert['id']}/recall", "officer")
     assert status == 200
     content = alert["current"]["content"]
     content["infos"][0]["instruction"] = "Leave now by Highway 9 north. Take your medicines."
@@ -305,7 +303,7 @@ async def test_unknown_template_names_the_field(api: ApiClient) -> None:
 
 
 async def test_missing_placeholder_names_it(api: ApiClient) -> None:
-    values = dict(EVACUATION["values"])  # type: ignore[call-overload]
+    values = dict(EVACUATION_VALUES)
     del values["shelter"]
     status, answer = await api.call(
         "POST", "/alerts", "officer", {"template": "evacuation", "values": values}
@@ -383,7 +381,7 @@ async def test_unknown_alert_is_404(api: ApiClient) -> None:
 async def test_responders_read_but_never_draft(api: ApiClient) -> None:
     status, _ = await api.call("POST", "/alerts", "responder", EVACUATION)
     assert status == 403
-    status, listing = await api.call("GET", "/alerts", "responder")
+    status, _listing = await api.call("GET", "/alerts", "responder")
     assert status == 200
 
 
@@ -395,3 +393,11 @@ async def test_templates_are_listed_live_and_exercise_apart(api: ApiClient) -> N
     status, drills = await api.call("GET", "/templates?mode=exercise", "officer")
     assert isinstance(drills, dict)
     assert all(t["name"].startswith("exercise-") for t in drills["templates"])
+
+
+async def test_submit_warns_of_channels_with_no_target(api: ApiClient) -> None:
+    # This app has no channel targets configured: nothing would be sent anywhere.
+    alert = await _submit(api, (await _draft(api))["id"])
+    warned = {f["field"] for f in alert["findings"] if f["rule"] == "channel-no-target"}
+    assert warned == {f"channels.{name}" for name in alert["current"]["content"]["channels"]}
+    assert all(f["level"] == "warn" for f in alert["findings"])
