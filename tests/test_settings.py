@@ -98,8 +98,7 @@ def test_unknown_section(tmp_path: Path) -> None:
     path = _config(tmp_path, "[sever]\nport = 8080\n")
     with pytest.raises(
         ConfigError,
-        match=r"unknown key .sever..*alerts, database, dispatch, logging, secrets, server, "
-        r"targets, triage, worker",
+        match=r"unknown key .sever.\. Allowed keys here: .*database, .*server",
     ):
         load_settings(path)
 
