@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from approvals import lifecycle
 from approvals.alert import AlertContent
+from approvals.errors import InvalidTransition
 from approvals.lifecycle import Event, Step, VersionRecord
 from approvals.policy import Approver
 from approvals.screening import NO_CHANNEL_CHECKS, ChannelCheck, Finding
-from approvals.workflow import VersionState
+from approvals.workflow import TERMINAL_STATES, Action, VersionState
 from broadcaster import audit
 from broadcaster.alerts import store
 from broadcaster.alerts.rules import AlertRules
@@ -178,7 +179,15 @@ class AlertService:
     async def update(self, actor: Actor, alert_id: int, content: AlertContent | None) -> Outcome:
         """A draft Update of the released version; without content, its template's correction."""
         async with self.engine.begin() as connection:
-            current = await self._current(connection, alert_id, lock=True)
+            current, pending = await self._replaceable(connection, alert_id)
+            if pending is not None:
+                raise InvalidTransition(
+                    pending.record.state,
+                    Action.create,
+                    f"version {pending.number} ({pending.record.content.msg_type.value}, "
+                    f"{pending.record.state.value}) is already replacing the released alert: "
+                    "edit, submit or withdraw it first",
+                )
             # Read the clock only once the row is ours: a request that waited for the lock must
             # not judge approvals made while it waited as "in the future".
             now = self.clock()
@@ -204,10 +213,20 @@ class AlertService:
         policy releases with no approvals (the fast path); written text needs an approver.
         """
         async with self.engine.begin() as connection:
-            current = await self._current(connection, alert_id, lock=True)
+            current, pending = await self._replaceable(connection, alert_id)
             # Read the clock only once the row is ours: a request that waited for the lock must
             # not judge approvals made while it waited as "in the future".
             now = self.clock()
+            if pending is not None:
+                # A correction still being written or approved must not hold up a cancel: it is
+                # withdrawn (and audited), and the cancel replaces the released version.
+                dropped = lifecycle.withdraw(
+                    pending.record, actor.user.id, now, "superseded by a cancel of the alert"
+                )
+                await store.save_version(
+                    connection, pending.id, pending.record, dropped.record, now
+                )
+                await self._audit(connection, actor, alert_id, pending.id, dropped.events)
             references = lifecycle.references_for(current.record)
             prewritten = content is None
             if content is None:
@@ -328,6 +347,22 @@ class AlertService:
         if released is not None and self.on_release is not None:
             await self.on_release(connection, released)
         return step.findings
+
+    async def _replaceable(
+        self, connection: AsyncConnection, alert_id: int
+    ) -> tuple[store.StoredVersion, store.StoredVersion | None]:
+        """The newest released version (what an Update or Cancel replaces) and, if the alert's
+        current version is a replacement still in the works (draft, submitted, approved or
+        rejected), that version too. Both rows are locked."""
+        current = await self._current(connection, alert_id, lock=True)
+        if current.record.released_at is not None:
+            return current, None
+        released = await store.newest_released(connection, alert_id, lock=True)
+        if released is None:
+            # Nothing went out yet: the workflow explains what to do instead.
+            return current, None
+        in_works = current.record.state not in TERMINAL_STATES
+        return released, current if in_works else None
 
     async def _current(
         self, connection: AsyncConnection, alert_id: int, *, lock: bool

@@ -267,7 +267,9 @@ async def versions_in_states(
     return [(row.id, row.alert_id) for row in rows]
 
 
-async def newest_released(connection: AsyncConnection, alert_id: int) -> StoredVersion | None:
+async def newest_released(
+    connection: AsyncConnection, alert_id: int, *, lock: bool = False
+) -> StoredVersion | None:
     """The alert's newest version that was released (has a CAP identity), if any."""
     version_id = await connection.scalar(
         select(alert_versions.c.id)
@@ -275,7 +277,9 @@ async def newest_released(connection: AsyncConnection, alert_id: int) -> StoredV
         .order_by(alert_versions.c.number.desc())
         .limit(1)
     )
-    return None if version_id is None else await load_version(connection, int(version_id))
+    if version_id is None:
+        return None
+    return await load_version(connection, int(version_id), lock=lock)
 
 
 async def by_identifier(connection: AsyncConnection, identifier: str) -> StoredVersion | None:

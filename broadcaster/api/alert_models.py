@@ -66,7 +66,9 @@ class ReplaceRequest(_Request):
 class AlertListQuery(_Request):
     state: str | None = Field(default=None, max_length=32)
     limit: int = Field(default=50, ge=1, le=200)
-    before: int | None = Field(default=None, ge=1, description="Only alerts with a smaller id.")
+    before: int | None = Field(
+        default=None, ge=1, le=2**62, description="Only alerts with a smaller id."
+    )
 
 
 class FindingOut(BaseModel):

@@ -20,7 +20,8 @@ api = Api()
 
 class AuditQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    after: int = Field(default=0, ge=0, description="Only entries with a larger seq.")
+    # Bounded so every value fits a 64-bit column on both databases.
+    after: int = Field(default=0, ge=0, le=2**62, description="Only entries with a larger seq.")
     limit: int = Field(default=100, ge=1, le=1000)
     action: str | None = Field(default=None, max_length=64)
 

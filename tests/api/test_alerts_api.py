@@ -401,3 +401,36 @@ async def test_submit_warns_of_channels_with_no_target(api: ApiClient) -> None:
     warned = {f["field"] for f in alert["findings"] if f["rule"] == "channel-no-target"}
     assert warned == {f"channels.{name}" for name in alert["current"]["content"]["channels"]}
     assert all(f["level"] == "warn" for f in alert["findings"])
+
+
+async def test_cancel_withdraws_a_correction_still_in_the_works(api: ApiClient) -> None:
+    body = {"template": "boil-water", "values": await _template_values(api, "boil-water")}
+    alert = await _submit(api, (await _draft(api, body))["id"])
+    _, alert = await _approve(api, alert, "approver1", totp=False)
+    status, _ = await api.call("POST", f"/alerts/{alert['id']}/update", "officer", {})
+    assert status == 201
+    status, again = await api.call("POST", f"/alerts/{alert['id']}/update", "officer", {})
+    assert status == 409 and isinstance(again, dict)
+    assert "already replacing" in again["detail"]
+    status, cancelled = await api.call("POST", f"/alerts/{alert['id']}/cancel", "officer", {})
+    assert status == 201, cancelled
+    assert isinstance(cancelled, dict)
+    assert cancelled["current"]["msg_type"] == "Cancel"
+    assert cancelled["current"]["state"] == "released"
+    assert [(v["msg_type"], v["state"]) for v in cancelled["versions"]] == [
+        ("Alert", "released"),
+        ("Update", "withdrawn"),
+        ("Cancel", "released"),
+    ]
+
+
+async def test_a_withdrawn_correction_leaves_the_alert_correctable(api: ApiClient) -> None:
+    body = {"template": "boil-water", "values": await _template_values(api, "boil-water")}
+    alert = await _submit(api, (await _draft(api, body))["id"])
+    _, alert = await _approve(api, alert, "approver1", totp=False)
+    await api.call("POST", f"/alerts/{alert['id']}/update", "officer", {})
+    status, _ = await api.call("POST", f"/alerts/{alert['id']}/withdraw", "officer", {})
+    assert status == 200
+    status, update = await api.call("POST", f"/alerts/{alert['id']}/update", "officer", {})
+    assert status == 201, update
+    assert isinstance(update, dict) and update["current"]["msg_type"] == "Update"
