@@ -21,6 +21,8 @@ from broadcaster import audit, users
 from broadcaster.auth import totp
 from broadcaster.auth.passwords import WeakPassword
 from broadcaster.auth.tokens import create_token
+from broadcaster.cli_bench_dispatch import add_dispatch_bench
+from broadcaster.cli_bench_inbound import add_inbound_bench
 from broadcaster.cli_contacts import add_contacts_commands
 from broadcaster.logs import configure_logging
 from broadcaster.settings import ConfigError, LoadedSettings, load_settings
@@ -383,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print JSON")
     add_contacts_commands(commands, parents=[common])
+
+    bench = commands.add_parser(
+        "bench",
+        help="Measure the service's speed (prints figures).",
+        description="Measure the service's speed (prints figures).",
+    )
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
+    add_inbound_bench(bench_commands, parents=[common])
+    add_dispatch_bench(bench_commands, parents=[common])
     return parser
 
 

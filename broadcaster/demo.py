@@ -21,6 +21,8 @@ from broadcaster.emulated import DEMO_LIST, start_emulated_platforms
 from broadcaster.service import serve
 from broadcaster.settings import DatabaseSettings, LoadedSettings
 from broadcaster.targets import Directory
+from channels.base import InboundMode
+from channels.registry import CHANNELS
 
 DEMO_DATABASE = Path("var/demo/broadcaster.db")
 
@@ -117,6 +119,10 @@ async def run_demo(loaded: LoadedSettings, *, port: int | None = None) -> None:
         await ensure_demo_contacts(engine)
 
     def announce(url: str) -> None:
+        # Platforms that push the public's replies deliver them to this service's webhooks.
+        for name, emulator in platforms.emulators.items():
+            if CHANNELS[name].limits.inbound in (InboundMode.webhook, InboundMode.poll_and_webhook):
+                emulator.webhook_url = f"{url}/api/v1/hooks/{name}-live"
         lines = [
             "",
             "Crisis Broadcaster demo is running (embedded SQLite: var/demo/broadcaster.db).",

@@ -17,10 +17,12 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broadcaster.dispatch.running import dispatching
+from broadcaster.dispatch.wake import Wakeup
 from broadcaster.settings import LoadedSettings
 from broadcaster.storage.database import open_database
 from broadcaster.web_app import create_app
-from broadcaster.web_keys import ALERTS
+from broadcaster.web_keys import ALERTS, OUTBOX
 from broadcaster.worker import WorkerPresence
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,15 @@ async def serve(
         engine = await stack.enter_async_context(database(loaded))
         if prepare is not None:
             await prepare(engine)
+        presence = None
         if loaded.settings.worker.in_process:
-            await stack.enter_async_context(worker_presence(engine, loaded))
+            presence = await stack.enter_async_context(worker_presence(engine, loaded))
         app = create_app(loaded, engine)
+        if presence is not None:
+            # The in-process dispatcher; the release hook wakes it directly (app[OUTBOX].wake).
+            await stack.enter_async_context(
+                dispatching(engine, loaded, presence.id, app[OUTBOX].wake or Wakeup())
+            )
         # Submitted alerts whose approval window ran out are marked expired, and audited.
         await stack.enter_async_context(
             periodic("expire lapsed alerts", EXPIRY_SWEEP_SECONDS, app[ALERTS].expire_lapsed)
@@ -139,7 +147,18 @@ async def serve(
 
 
 async def run_worker(loaded: LoadedSettings) -> None:
-    """A separate worker process sharing the database's outbox."""
+    """A separate worker process sharing the database's outbox (woken by NOTIFY on PostgreSQL).
+
+    Runs until SIGTERM/SIGINT; a dispatcher that fails for good ends the process with an error,
+    so a supervisor restarts it rather than leaving a worker that claims nothing."""
     stop = stop_on_signals()
-    async with database(loaded) as engine, worker_presence(engine, loaded):
-        await stop.wait()
+    async with (
+        database(loaded) as engine,
+        worker_presence(engine, loaded) as presence,
+        dispatching(engine, loaded, presence.id, Wakeup()) as dispatcher,
+    ):
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stopped, dispatcher}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if dispatcher.done() and dispatcher.exception() is not None:
+            raise RuntimeError("the dispatcher stopped unexpectedly") from dispatcher.exception()

@@ -125,6 +125,134 @@ class AlertSettings(_Section):
         )
 
 
+class TriageSettings(_Section):
+    """The triage queue of public reports (broadcaster/triage). `rules_file` is relative to the
+    settings file, like the alert rules (with no settings file: the shipped config/)."""
+
+    # Lexicon, scoring weights, gazetteer, canned replies and the reply policy.
+    rules_file: Path = Path("triage.toml")
+    # Reports (with their replies) older than this are deleted, and the purge is audited.
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    # A high-priority report nobody acknowledged within this time goes to the on-call target.
+    escalation_minutes: float = Field(default=10.0, gt=0, le=1440)
+    # The configured target (a [[targets]] name) that escalations go to; unset: no escalation.
+    escalation_target: str | None = None
+    # The phone number or address on that target, for list channels (SMS, email).
+    escalation_recipient: str | None = None
+    # Public report form: at most this many reports per source address per window.
+    form_max_per_window: int = Field(default=5, ge=1, le=10_000)
+    form_window_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # Reports waiting to be written when the database is slow; past this, webhooks get 503.
+    ingest_queue_size: int = Field(default=20_000, ge=100, le=1_000_000)
+    # How often polled channels (Mastodon, Telegram; X and Meta as a fallback) are asked.
+    poll_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+
+    def relative_to(self, base: Path) -> TriageSettings:
+        if self.rules_file.is_absolute():
+            return self
+        return self.model_copy(update={"rules_file": base / self.rules_file})
+
+
+class ChannelDispatchSettings(_Section):
+    """How hard the dispatcher may push one target of a channel (each target gets its own)."""
+
+    # Requests in flight at once to one target: a slow platform fills only its own slots.
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    # Sustained requests per second to one target, shared by every live worker; unset: no
+    # limit of ours (the platform's own documented rate still applies, see honour_platform_rates).
+    rate_per_second: float | None = Field(default=None, gt=0, le=100_000)
+    # Requests allowed at once after a quiet spell, above the sustained rate.
+    burst: int = Field(default=10, ge=1, le=100_000)
+
+
+# Per-channel defaults; a [dispatch.channels.NAME] table overrides the keys it names.
+_CHANNEL_DISPATCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "x": {"concurrency": 4, "burst": 100},  # 100 posts per 15 minutes; a thread is one burst
+    "facebook": {"concurrency": 4},
+    "instagram": {"concurrency": 2},
+    "mastodon": {"concurrency": 4},
+    "telegram": {"concurrency": 4, "burst": 20},
+    "sms": {"concurrency": 64, "burst": 100},  # Twilio queues; ~100 requests in flight per account
+    "email": {"concurrency": 8},
+    "webhook": {"concurrency": 8},
+    "cap": {"concurrency": 4},
+}
+
+
+class DispatchSettings(_Section):
+    """The fan-out dispatcher: retries, backoff, breakers, budgets and per-channel limits."""
+
+    # Tries per delivery (claims count, reclaims after a crash too); then it is dead-lettered.
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    # Full-jitter exponential backoff: wait uniform(0, min(cap, base * 2^(try-1))); the
+    # platform's own wait (Retry-After, a reset time) wins when it is later.
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    backoff_cap_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # One request to a platform; past it the outcome is ambiguous and is reconciled.
+    request_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    # Consecutive failures that open a target's circuit breaker, and how long it stays open
+    # before one trial request (half-open) may close it again.
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_open_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Retries per first attempt a target may spend (0.2: one retry per five new deliveries),
+    # plus a floor per second, so an outage does not multiply the traffic we send it.
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=10)
+    retry_budget_min_per_second: float = Field(default=1.0, ge=0, le=10_000)
+    # How often an idle worker looks for due deliveries (it is also woken at once on release).
+    poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Deliveries claimed (and later recorded) per statement.
+    claim_batch: int = Field(default=500, ge=1, le=10_000)
+    # Also hold each target to its platform's documented rate (channels' Limits); turn off only
+    # against the local emulators, which enforce none.
+    honour_platform_rates: bool = True
+    channels: dict[str, ChannelDispatchSettings] = Field(
+        default_factory=lambda: {
+            name: ChannelDispatchSettings(**values)
+            for name, values in _CHANNEL_DISPATCH_DEFAULTS.items()
+        }
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_channel_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("channels"), dict):
+            return data
+        merged: dict[str, Any] = {name: dict(v) for name, v in _CHANNEL_DISPATCH_DEFAULTS.items()}
+        for name, values in data["channels"].items():
+            given = values.model_dump() if isinstance(values, BaseModel) else values
+            merged[name] = {**merged.get(name, {}), **(given if isinstance(given, dict) else {})}
+        return {**data, "channels": merged}
+
+    @model_validator(mode="after")
+    def _known_channels_and_backoff(self) -> DispatchSettings:
+        from channels.registry import CHANNELS  # channels never import the service
+
+        unknown = sorted(set(self.channels) - set(CHANNELS))
+        if unknown:
+            raise ValueError(
+                f"dispatch.channels names unknown channel(s) {', '.join(unknown)}; "
+                f"channels: {', '.join(sorted(CHANNELS))}"
+            )
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ValueError("backoff_cap_seconds must be at least backoff_base_seconds")
+        return self
+
+    def for_channel(self, name: str) -> ChannelDispatchSettings:
+        return self.channels.get(name) or ChannelDispatchSettings()
+
+
+class ConsoleSettings(_Section):
+    """The web console's sign-in (broadcaster/console, broadcaster/auth/sessions.py)."""
+
+    # A session nobody used for this long ends; the next click asks to sign in again.
+    idle_timeout_minutes: float = Field(default=30.0, gt=0, le=24 * 60)
+    # However busy, a session ends this long after sign-in (a shift), so a stolen one dies.
+    absolute_timeout_hours: float = Field(default=14.0, gt=0, le=7 * 24)
+    # Failed sign-ins slow further tries (per account and per source address) by a delay that
+    # doubles with each failure up to this cap; nobody is ever locked out for longer.
+    throttle_cap_seconds: float = Field(default=30.0, ge=1, le=3600)
+
+
 class SecretsSettings(_Section):
     session_key: SecretRef = SecretRef(file=Path("var/secrets/session_key"), generate=True)
 
@@ -142,6 +270,9 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     worker: WorkerSettings = WorkerSettings()
     alerts: AlertSettings = AlertSettings()
+    triage: TriageSettings = TriageSettings()
+    dispatch: DispatchSettings = DispatchSettings()
+    console: ConsoleSettings = ConsoleSettings()
     secrets: SecretsSettings = SecretsSettings()
     # Channel targets ([[targets]] tables), checked against each adapter by broadcaster.targets.
     targets: list[dict[str, Any]] = Field(default_factory=list)
@@ -199,7 +330,12 @@ def load_settings(explicit: Path | None = None) -> LoadedSettings:
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(error, path)) from None
     base = path.parent if path is not None else SHIPPED_CONFIG_DIR
-    settings = settings.model_copy(update={"alerts": settings.alerts.relative_to(base)})
+    settings = settings.model_copy(
+        update={
+            "alerts": settings.alerts.relative_to(base),
+            "triage": settings.triage.relative_to(base),
+        }
+    )
     where = str(path) if path else "the built-in defaults"
     resolved = {
         name: resolve_secret(ref, f"{where}: secrets.{name}") for name, ref in settings.secrets

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broadcaster.api import alert_routes, audit_routes, template_routes
+from broadcaster.api import (
+    alert_routes,
+    audit_routes,
+    delivery_routes,
+    hook_routes,
+    report_routes,
+    template_routes,
+)
 from broadcaster.api.framework import API_PREFIX, Api, Route
 from broadcaster.api.openapi import build_openapi
 
-API_MODULES: tuple[Api, ...] = (alert_routes.api, template_routes.api, audit_routes.api)
+API_MODULES: tuple[Api, ...] = (
+    alert_routes.api,
+    template_routes.api,
+    audit_routes.api,
+    report_routes.api,
+    hook_routes.api,
+    delivery_routes.api,
+)
 
 
 def all_routes() -> list[Route]:

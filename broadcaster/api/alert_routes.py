@@ -40,7 +40,7 @@ api = Api()
 
 
 @asynccontextmanager
-async def _as_api_errors() -> AsyncIterator[None]:
+async def as_api_errors() -> AsyncIterator[None]:
     """Turn the workflow's refusals into 403/404/409/422 answers that say what to do."""
     try:
         yield
@@ -108,7 +108,7 @@ async def _answer(request: web.Request, outcome: Outcome) -> AlertOut:
 async def _run(
     request: web.Request, action: Callable[[AlertService], Awaitable[Outcome]]
 ) -> AlertOut:
-    async with _as_api_errors():
+    async with as_api_errors():
         outcome = await action(request.app[ALERTS])
     return await _answer(request, outcome)
 
@@ -124,7 +124,7 @@ async def _run(
 )
 async def create_alert(request: web.Request, caller: Caller, body: DraftRequest) -> AlertOut:
     service = request.app[ALERTS]
-    async with _as_api_errors():
+    async with as_api_errors():
         if body.template is not None:
             content = service.from_template(body.template, body.values, body.channels)
         else:

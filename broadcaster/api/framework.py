@@ -17,7 +17,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from broadcaster.auth.permissions import Permission, allows, roles_with
+from broadcaster.auth.sessions import SESSION_COOKIE
 from broadcaster.auth.tokens import user_for_token
+from broadcaster.auth.web_sessions import api_session
 from broadcaster.users import User
 from broadcaster.web_errors import ApiError, FieldError
 from broadcaster.web_keys import ENGINE
@@ -132,6 +134,10 @@ def _bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
 
 async def authenticate(request: web.Request) -> Caller:
     header = request.headers.get("Authorization", "")
+    if not header and SESSION_COOKIE in request.cookies:
+        # The console's session cookie; unsafe methods must also carry its CSRF header.
+        session = await api_session(request)
+        return Caller(user=session.user, source_address=request.remote)
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(

@@ -21,6 +21,8 @@ _STATUS_TEXT = {
     415: "The body is not application/json.",
     422: "Invalid input; `errors` names each field.",
     429: "Too many requests; wait as Retry-After says.",
+    502: "The platform refused or failed the request; its error is named.",
+    503: "Busy; send it again after Retry-After.",
 }
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _PROBLEM_SCHEMA: dict[str, Any] = {
@@ -88,7 +90,13 @@ def _operation(route: Route, refs: dict[type[BaseModel], Any]) -> dict[str, Any]
         "operationId": route.handler.__name__,
         "tags": [route.tag],
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                # Ids are numbers; other path parts are names (e.g. a channel target's).
+                "schema": {"type": "integer" if name.endswith("_id") else "string"},
+            }
             for name in re.findall(r"{(\w+)}", route.path)
         ]
         + _query_parameters(route),

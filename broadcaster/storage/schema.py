@@ -204,6 +204,20 @@ deliveries = Table(
     Column("updated_at", UtcDateTime()),
     Column("delivered_at", UtcDateTime()),
     Index("ix_deliveries_claim", "state", "next_attempt_at"),
+    # Columns from here to the end of the table: migration 0003 (the dispatcher).
+    # List channels: the phone number or address this delivery goes to (one row per person).
+    Column("recipient", String(320)),
+    # Thread parts confirmed so far and their receipts, so a crash mid-thread never re-posts one.
+    Column("parts_done", Integer, nullable=False, default=0, server_default="0"),
+    Column("part_receipts", JSON),
+    # The part whose outcome is unknown (timeout, 5xx after sending, worker died): it is looked
+    # up with find_published before anything is sent again.
+    Column("reconcile_part", Integer),
+    # A Cancel/Update released while this delivery could not simply be stopped (in flight or
+    # unresolved): finish reconciling, but send nothing new.
+    Column("superseded_by", ForeignKey("alert_versions.id")),
+    Index("ix_deliveries_due", "target", "state", "next_attempt_at"),
+    Index("ix_deliveries_updated_at", "updated_at"),
 )
 
 delivery_attempts = Table(
@@ -372,3 +386,49 @@ sms_opt_outs = Table(
     Column("source", String(64), nullable=False),  # e.g. "keyword STOP", "twilio 21610"
     Column("opted_out_at", UtcDateTime(), nullable=False),
 )
+
+
+# --- dispatcher (migration 0003) ---------------------------------------------------------------
+# The dispatcher's columns live in the `deliveries` table above (recipient, parts_done,
+# part_receipts, reconcile_part, superseded_by and two indexes); broadcaster.dispatch owns them.
+
+
+# --- triage (migration 0004) -------------------------------------------------------------------
+# Columns added to the triage tables of 0001 (broadcaster/triage). Added columns carry no foreign
+# key: on SQLite a new foreign key rebuilds the table, and rebuilding `reports` would cascade-delete
+# its replies. The service keeps these references consistent itself.
+
+# The configured target a report came in on: a reply goes back through that target's adapter.
+reports.append_column(Column("target", String(200)))
+reports.append_column(Column("url", Text))  # a link to the message on its platform
+reports.append_column(Column("duplicate_of", BigInteger))  # the report this one repeats
+# Why escalating it to the on-call target failed for good (a transient failure is retried).
+reports.append_column(Column("escalation_error", Text))
+# Purge by age (privacy retention) and the newest-first views read this.
+Index("ix_reports_received_at", reports.c.received_at)
+
+incidents.append_column(Column("place", String(255)))
+incidents.append_column(Column("last_report_at", UtcDateTime()))
+incidents.append_column(Column("rumour_alert_id", BigInteger))  # the rumour-control draft
+
+report_replies.append_column(Column("language", String(16)))
+report_replies.append_column(Column("approved_by", BigInteger))  # second person, when required
+report_replies.append_column(Column("sent_at", UtcDateTime()))
+report_replies.append_column(Column("error", Text))  # what the platform said when it failed
+
+# Who has a report open right now ("viewing"): one row per person, refreshed while they look.
+report_views = Table(
+    "report_views",
+    metadata,
+    Column("report_id", ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("seen_at", UtcDateTime(), nullable=False),
+)
+
+
+# --- console (migration 0005) ------------------------------------------------------------------
+# Why a session ended (signed_out, idle, too_old, disabled): the sign-in page says so.
+sessions.append_column(Column("ended_reason", String(16)))
+# Sign-in throttling counts recent failures per source address, and purges attempts by age.
+Index("ix_sign_in_attempts_source_address", sign_in_attempts.c.source_address)
+Index("ix_sign_in_attempts_at", sign_in_attempts.c.at)

@@ -1,0 +1,233 @@
+"""Claiming deliveries under a lease, renewing leases, and handing them back.
+
+A claim takes a target's due deliveries (queued or waiting to retry, due by now; or in flight
+under a lease that lapsed, because the worker holding it died) and, in the same statement, marks
+them in flight for this worker until `lease_until` and bumps their try counter: a worker that
+dies mid-send has still used the try. On PostgreSQL the rows are picked with
+`FOR UPDATE SKIP LOCKED`, so workers claiming at once never wait on or take each other's rows;
+SQLite serialises writers (BEGIN IMMEDIATE), which gives the same guarantee for one process.
+
+A delivery claimed back from a dead worker is suspect: the part it was sending may have gone out.
+Its next part is looked up with find_published before anything is sent (`reconcile_part`).
+
+Each claim writes a lease token of its own, "<worker id>/<claim number>", into `lease_owner`:
+results are written back only under the same token, so a try that a worker stalled on, lost,
+and later claimed again can never be mistaken for the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broadcaster.dispatch.payload import Payload, receipts_from_json
+from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
+from broadcaster.storage.schema import deliveries, delivery_attempts
+from channels.base import Receipt
+
+_S = DeliveryState
+
+
+@dataclass
+class Claimed:
+    """One delivery as a worker holds it."""
+
+    id: int
+    version_id: int
+    channel: str
+    target: str
+    target_mode: str
+    kind: DeliveryKind
+    key: str
+    payload: Payload
+    attempt: int  # this try's number (already counted in the row)
+    recipient: str | None
+    receipts: list[Receipt]  # thread parts already confirmed, in order
+    reconcile_part: int | None  # the part whose outcome is unknown, looked up before sending
+    superseded_by: int | None
+    retracts_delivery_id: int | None
+    token: str = ""  # this claim's lease token (lease_owner)
+    lease_until: datetime | None = None  # as far as this worker knows, the lease holds until
+    previous_owner: str | None = None  # set when claimed back from a worker that died
+    started_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first_try(self) -> bool:
+        return self.attempt == 1
+
+
+def lease_token(worker: str, claim_number: int) -> str:
+    return f"{worker}/{claim_number}"
+
+
+def worker_of(token: str | None) -> str:
+    return (token or "unknown").rsplit("/", 1)[0]
+
+
+def _due(now: datetime, worker: str) -> Any:
+    return or_(
+        and_(
+            deliveries.c.state.in_([_S.queued, _S.retry_wait]),
+            deliveries.c.next_attempt_at <= now,
+        ),
+        # Never from ourselves: a worker whose renewals ran late still has those tries in hand.
+        and_(
+            deliveries.c.state == _S.in_flight,
+            deliveries.c.lease_expires_at < now,
+            ~deliveries.c.lease_owner.startswith(worker + "/", autoescape=True),
+        ),
+    )
+
+
+async def claim(
+    connection: AsyncConnection,
+    target: str,
+    limit: int,
+    token: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """Up to `limit` due deliveries of `target`, now in flight under lease `token`."""
+    worker = worker_of(token)
+    pick = (
+        select(
+            deliveries.c.id,
+            deliveries.c.state,
+            deliveries.c.lease_owner,
+            deliveries.c.attempts,
+            deliveries.c.parts_done,
+            deliveries.c.reconcile_part,
+        )
+        .where(deliveries.c.target == target, _due(now, worker))
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+        .limit(limit)
+    )
+    if connection.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    picked = (await connection.execute(pick)).all()
+    if not picked:
+        return []
+    ids = [row.id for row in picked]
+    claimed = await connection.execute(
+        deliveries.update()
+        .where(deliveries.c.id.in_(ids))
+        .values(
+            state=_S.in_flight,
+            lease_owner=token,
+            lease_expires_at=lease_until,
+            attempts=deliveries.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+    )
+    rows = sorted(claimed.all(), key=lambda row: row.id)
+    abandoned = [row for row in picked if row.state == _S.in_flight]
+    if abandoned:
+        # The try the dead worker was making, written down since it never could.
+        await connection.execute(
+            delivery_attempts.insert(),
+            [
+                {
+                    "delivery_id": row.id,
+                    "number": row.attempts,
+                    "worker": worker_of(row.lease_owner),
+                    "started_at": now,
+                    "finished_at": now,
+                    "outcome": Outcome.abandoned.value,
+                    "error": f"worker {worker_of(row.lease_owner)} stopped answering; "
+                    "its lease lapsed",
+                }
+                for row in abandoned
+            ],
+        )
+    before = {row.id: row for row in picked}
+    return [_claimed(row, before[row.id], now, token, lease_until) for row in rows]
+
+
+def _claimed(row: Any, before: Any, now: datetime, token: str, until: datetime) -> Claimed:
+    receipts = receipts_from_json(row.part_receipts)
+    reconcile = row.reconcile_part
+    previous_owner = None
+    if before.state == _S.in_flight:
+        previous_owner = worker_of(before.lease_owner)
+        # Whatever was being sent when the worker died may be out: look before sending again.
+        reconcile = reconcile or len(receipts) + 1
+    return Claimed(
+        id=row.id,
+        version_id=row.version_id,
+        channel=row.channel,
+        target=row.target,
+        target_mode=row.target_mode,
+        kind=DeliveryKind(row.kind),
+        key=row.idempotency_key,
+        payload=Payload.from_json(row.payload),
+        attempt=row.attempts,
+        recipient=row.recipient,
+        receipts=receipts,
+        reconcile_part=reconcile,
+        superseded_by=row.superseded_by,
+        retracts_delivery_id=row.retracts_delivery_id,
+        token=token,
+        lease_until=until,
+        previous_owner=previous_owner,
+        started_at=now,
+    )
+
+
+async def renew(
+    connection: AsyncConnection, held: Sequence[tuple[int, str]], until: datetime
+) -> set[int]:
+    """Extend the leases on `held` (delivery id, lease token); returns the ids still held."""
+    kept: set[int] = set()
+    by_token: dict[str, list[int]] = {}
+    for delivery_id, token in held:
+        by_token.setdefault(token, []).append(delivery_id)
+    for token, ids in by_token.items():
+        for start in range(0, len(ids), 1000):
+            result = await connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.id.in_(ids[start : start + 1000]),
+                    deliveries.c.lease_owner == token,
+                    deliveries.c.state == _S.in_flight,
+                )
+                .values(lease_expires_at=until)
+                .returning(deliveries.c.id)
+            )
+            kept.update(result.scalars())
+    return kept
+
+
+async def hand_back(
+    connection: AsyncConnection, held: Sequence[tuple[int, str]], now: datetime
+) -> int:
+    """Return claimed deliveries never started (stopping, or a paused target): due again at
+    once, and the claim's try not counted."""
+    returned = 0
+    for delivery_id, token in held:
+        result = await connection.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.id == delivery_id,
+                deliveries.c.lease_owner == token,
+                deliveries.c.state == _S.in_flight,
+            )
+            .values(
+                state=_S.queued,
+                lease_owner=None,
+                lease_expires_at=None,
+                attempts=func.max(deliveries.c.attempts - 1, 0)
+                if connection.dialect.name == "sqlite"
+                else func.greatest(deliveries.c.attempts - 1, 0),
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        returned += result.rowcount
+    return returned

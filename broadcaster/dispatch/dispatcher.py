@@ -1,0 +1,381 @@
+"""The dispatcher loop: claim what lanes have room for, run each try, record, renew leases.
+
+`run(stop)` serves until `stop` is set (a worker process, or `serve`'s in-process worker); on
+stop it claims nothing more, hands back what it claimed but never started, lets tries in flight
+finish (or, past the grace period, records them as "may have posted" for the next worker to
+reconcile), writes every result and returns. `drain()` is the burst mode tests use: claim and
+run everything due now, record it, and return, so a test with a fake clock is deterministic.
+
+Leases last `worker.lease_seconds` less one poll interval, and are renewed every
+`worker.heartbeat_seconds`: when a worker dies, its deliveries are claimed again by another
+worker within `worker.lease_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broadcaster.dispatch import claims
+from broadcaster.dispatch.claims import Claimed
+from broadcaster.dispatch.completion import finished_versions, settle_version
+from broadcaster.dispatch.lanes import Lane
+from broadcaster.dispatch.recorder import Recorder, Result
+from broadcaster.dispatch.retry import RetryPolicy
+from broadcaster.dispatch.sender import Attempt, Context
+from broadcaster.dispatch.versions import VersionCache
+from broadcaster.dispatch.wake import Wakeup, listen
+from broadcaster.settings import ConfigError, Settings
+from broadcaster.storage.schema import channel_state, workers
+from broadcaster.targets import Directory
+
+log = logging.getLogger(__name__)
+
+# How often finished versions are looked for (completed / partially_failed).
+SETTLE_EVERY_SECONDS = 1.0
+# A woken worker re-reads pauses and platform waits, but not more often than this.
+REFRESH_AT_MOST_SECONDS = 0.2
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        directory: Directory,
+        settings: Settings,
+        *,
+        worker_id: str,
+        public_base: str,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wake: Wakeup | None = None,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.clock = clock
+        self.settings = settings.dispatch
+        self.heartbeat = settings.worker.heartbeat_seconds
+        self.lease_seconds = settings.worker.lease_seconds
+        # Short of lease_seconds by one poll, so a dead worker's rows are claimed within it.
+        self.lease = timedelta(
+            seconds=max(
+                self.lease_seconds - self.settings.poll_interval_seconds,
+                min(self.lease_seconds, 2 * self.heartbeat),
+            )
+        )
+        margin = self.settings.request_timeout_seconds + 2 * self.heartbeat
+        if self.lease.total_seconds() <= margin:
+            raise ConfigError(
+                f"worker.lease_seconds = {self.lease_seconds:g} is too short: it must exceed "
+                "dispatch.request_timeout_seconds + 2 x worker.heartbeat_seconds + "
+                f"dispatch.poll_interval_seconds ({margin + self.settings.poll_interval_seconds:g}"
+                "), so a request never outlives the lease it started under; raise "
+                "worker.lease_seconds or lower the others"
+            )
+        self.wake = wake or Wakeup()
+        self.lanes: dict[str, Lane] = {
+            configured.name: Lane(
+                configured, directory.adapter(configured.name), self.settings, clock
+            )
+            for configured in directory
+        }
+        self.recorder = Recorder(
+            engine,
+            worker_id,
+            batch=self.settings.claim_batch,
+            clock=clock,
+            after_flush=self._after_flush,
+        )
+        self.context = Context(
+            engine=engine,
+            versions=VersionCache(engine, public_base),
+            policy=RetryPolicy(self.settings),
+            clock=clock,
+            sleep=sleep,
+            request_timeout=self.settings.request_timeout_seconds,
+            lease_margin=self.settings.request_timeout_seconds + self.heartbeat,
+            report_health=self.recorder.health,
+            report=self.recorder.add,
+        )
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._jobs: dict[int, Claimed] = {}  # what this worker holds, with its lease
+        self._claims = 0
+        self._refreshed_at = clock()
+        self._started: set[int] = set()  # tries that began (hold a slot)
+        self._recorded: set[int] = set()  # tries whose final result went to the recorder
+        self._unsettled: set[int] = set()
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recorder_stop = asyncio.Event()
+        async with listen(self.engine, self.wake):
+            await self._refresh()
+            recording = asyncio.create_task(self.recorder.run(recorder_stop), name="recorder")
+            # Leases have a task of their own: nothing slow may delay a renewal.
+            beating = asyncio.create_task(self._beat(stop), name="lease heartbeat")
+            keeping = asyncio.create_task(self._housekeeping(stop), name="housekeeping")
+            log.info(
+                "dispatcher %s serving %d targets",
+                self.worker_id,
+                len(self.lanes),
+                extra={"worker": self.worker_id},
+            )
+            try:
+                while not stop.is_set():
+                    try:
+                        claimed = await self.claim_round()
+                    except Exception:
+                        log.exception("claiming deliveries failed; trying again shortly")
+                        claimed = 0
+                    if claimed and any(lane.wants_more() for lane in self.lanes.values()):
+                        await asyncio.sleep(0)
+                        continue
+                    await self._idle(stop)
+            finally:
+                await self._wind_down()
+                recorder_stop.set()
+                await recording
+                beating.cancel()
+                keeping.cancel()
+                await asyncio.gather(beating, keeping, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await self._settle()
+
+    async def drain(self, *, rounds: int = 100) -> None:
+        """Run everything due now, record it, settle finished versions; then return."""
+        await self._refresh()
+        for _ in range(rounds):
+            claimed = await self.claim_round()
+            if self._tasks:
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.recorder.flush()
+            if not claimed:
+                break
+        await self._settle()
+
+    async def aclose(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    async def claim_round(self) -> int:
+        now = self.clock()
+        wanted: list[tuple[Lane, int]] = []
+        for lane in self.lanes.values():
+            room = min(lane.room(), self.settings.claim_batch)
+            if room and lane.may_claim():
+                if lane.breaker.state.value == "half_open":
+                    room = 1  # one trial
+                wanted.append((lane, room))
+        if not wanted:
+            return 0
+        got: list[tuple[Lane, int, list[Claimed]]] = []
+        self._claims += 1
+        token = claims.lease_token(self.worker_id, self._claims)
+        async with self.engine.begin() as connection:
+            for lane, room in wanted:
+                jobs = await claims.claim(connection, lane.name, room, token, now, now + self.lease)
+                got.append((lane, room, jobs))
+        total = 0
+        for lane, room, jobs in got:
+            lane.backlog = len(jobs) == room
+            for job in jobs:
+                lane.held.add(job.id)
+                self._jobs[job.id] = job
+                older = self._tasks.get(job.id)
+                self._tasks[job.id] = asyncio.create_task(self._try(lane, job, older))
+            total += len(jobs)
+        return total
+
+    async def _try(self, lane: Lane, job: Claimed, older: asyncio.Task[None] | None) -> None:
+        if older is not None:
+            # An earlier claim of ours on this delivery was lost in a stall and came back to us:
+            # stop that try, and let it finish, before this one looks at the platform.
+            older.cancel()
+            await asyncio.gather(older, return_exceptions=True)
+        try:
+            async with lane.slots:
+                self._started.add(job.id)
+                result = await Attempt(job, lane, self.context).run()
+            self._recorded.add(job.id)
+            self.recorder.add(result)
+        finally:
+            if self._tasks.get(job.id) is asyncio.current_task():
+                self._tasks.pop(job.id, None)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        woken = asyncio.ensure_future(self.wake.wait(self.settings.poll_interval_seconds))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        was_woken = woken.done() and not woken.cancelled() and woken.result()
+        for waiter in (woken, stopped):
+            waiter.cancel()
+        await asyncio.gather(woken, stopped, return_exceptions=True)
+        # A wake-up may be a pause or a resume: look at the shared state now, not at the next
+        # housekeeping round (rarely: a busy worker is woken all the time).
+        now = self.clock()
+        if was_woken and (now - self._refreshed_at).total_seconds() >= REFRESH_AT_MOST_SECONDS:
+            try:
+                await self._refresh()
+            except Exception as error:
+                log.warning("reading pauses failed: %s: %s", type(error).__name__, error)
+
+    # --- recording -------------------------------------------------------------------------------
+
+    async def _after_flush(self, results: Sequence[Result]) -> None:
+        freed = False
+        for result in results:
+            if result.progress:
+                continue
+            lane = self.lanes.get(result.target)
+            if lane is not None:
+                lane.held.discard(result.delivery_id)
+                freed = freed or lane.wants_more()
+            self._started.discard(result.delivery_id)
+            self._recorded.discard(result.delivery_id)
+            job = self._jobs.get(result.delivery_id)
+            if job is not None and job.token == result.token:
+                del self._jobs[result.delivery_id]
+            self._unsettled.add(result.version_id)
+        if freed:
+            self.wake.notify()
+
+    async def _settle(self) -> None:
+        """Complete (or mark partially failed) the versions whose deliveries all finished."""
+        if not self._unsettled:
+            return
+        versions, self._unsettled = self._unsettled, set()
+        now = self.clock()
+        try:
+            async with self.engine.connect() as connection:
+                finished = await finished_versions(connection, sorted(versions))
+        except Exception:
+            self._unsettled |= versions
+            raise
+        for version_id in finished:
+            try:
+                async with self.engine.begin() as connection:
+                    await settle_version(connection, version_id, now)
+            except Exception:
+                log.exception("could not settle version %s; will look again", version_id)
+                self._unsettled.add(version_id)
+
+    # --- leases and shared state -----------------------------------------------------------------
+
+    async def _beat(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self._renew()
+            except Exception as error:  # a missed beat is survivable; the next one retries
+                log.warning("renewing leases failed: %s: %s", type(error).__name__, error)
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(max(self.heartbeat, SETTLE_EVERY_SECONDS))
+            try:
+                await self._refresh()
+                await self._settle()
+            except Exception as error:
+                log.warning("dispatcher housekeeping failed: %s: %s", type(error).__name__, error)
+
+    async def _renew(self) -> None:
+        held = [
+            (delivery_id, job.token)
+            for lane in self.lanes.values()
+            for delivery_id in lane.held
+            if (job := self._jobs.get(delivery_id)) is not None
+        ]
+        if not held:
+            return
+        until = self.clock() + self.lease
+        async with self.engine.begin() as connection:
+            kept = await claims.renew(connection, held, until)
+        for delivery_id in kept:
+            self._jobs[delivery_id].lease_until = until
+        # Finished ones are no longer in flight (or wait in the recorder): not lost.
+        lost = {delivery_id for delivery_id, _token in held} - kept - self._recorded
+        if lost:
+            # Taken over after a stall: the new holder reconciles them. Stop ours at once, so
+            # no further part goes out twice (a request already sent cannot be unsent; the new
+            # holder finds it), and our results are refused by the recorder's lease check.
+            log.warning("%d leases were lost to other workers; dropping them", len(lost))
+            for delivery_id in lost:
+                task = self._tasks.get(delivery_id)
+                if task is not None:
+                    task.cancel()
+                self._jobs.pop(delivery_id, None)
+                for lane in self.lanes.values():
+                    lane.held.discard(delivery_id)
+
+    async def _refresh(self) -> None:
+        """Pauses, platform waits and the number of live workers (each takes its share of a
+        target's rate), as the shared database says."""
+        now = self.clock()
+        async with self.engine.connect() as connection:
+            states = (
+                await connection.execute(
+                    select(
+                        channel_state.c.target,
+                        channel_state.c.paused,
+                        channel_state.c.rate_reset_at,
+                    )
+                )
+            ).all()
+            live = await connection.scalar(
+                select(func.count())
+                .select_from(workers)
+                .where(
+                    workers.c.stopped_at.is_(None),
+                    workers.c.heartbeat_at > now - timedelta(seconds=self.lease_seconds),
+                )
+            )
+        self._refreshed_at = now
+        known = {row.target: row for row in states}
+        for lane in self.lanes.values():
+            row = known.get(lane.name)
+            lane.paused = bool(row.paused) if row is not None else False
+            reset = row.rate_reset_at if row is not None else None
+            if reset is not None and (lane.not_before is None or reset > lane.not_before):
+                lane.not_before = reset
+            lane.share_rate(int(live or 1))
+
+    async def _wind_down(self) -> None:
+        """Stop: hand back what never started, let started tries finish within the grace."""
+        waiting = {i: t for i, t in self._tasks.items() if i not in self._started}
+        for task in waiting.values():
+            task.cancel()
+        await asyncio.gather(*waiting.values(), return_exceptions=True)
+        running = list(self._tasks.values())
+        if running:
+            grace = max(1.0, min(10.0, self.lease_seconds / 2))
+            _done, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()  # the try records itself as "may have posted"
+            await asyncio.gather(*late, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.recorder.flush()
+        if waiting:
+            held = [(i, self._jobs[i].token) for i in waiting if i in self._jobs]
+            try:
+                async with self.engine.begin() as connection:
+                    await claims.hand_back(connection, held, self.clock())
+            except Exception:
+                log.exception(
+                    "could not hand back %d deliveries; their leases will lapse", len(waiting)
+                )
+        for lane in self.lanes.values():
+            lane.held.difference_update(waiting)

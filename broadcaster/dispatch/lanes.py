@@ -1,0 +1,92 @@
+"""One lane per target: how much may be in flight, how fast, and whether it may send at all.
+
+Lanes are what keep one platform's trouble to itself: each target has its own concurrency slots,
+rate, circuit breaker, retry budget and pause flag, and a worker claims for each lane only what
+that lane has room for. A platform that hangs fills its own slots and nobody else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from broadcaster.dispatch.breaker import BreakerState, CircuitBreaker
+from broadcaster.dispatch.ratelimit import TokenBucket
+from broadcaster.dispatch.retry import RetryBudget
+from broadcaster.settings import DispatchSettings
+from broadcaster.targets import ConfiguredTarget
+from channels.base import Channel
+
+
+class Lane:
+    def __init__(
+        self,
+        configured: ConfiguredTarget,
+        adapter: Channel,
+        settings: DispatchSettings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.configured = configured
+        self.adapter = adapter
+        self.name = configured.name
+        self.channel = configured.channel_class.name
+        self.mode = configured.target.mode
+        own = settings.for_channel(self.channel)
+        self.concurrency = own.concurrency
+        self.slots = asyncio.Semaphore(own.concurrency)
+        platform = adapter.limits.max_rate_per_second if settings.honour_platform_rates else None
+        rates = [rate for rate in (own.rate_per_second, platform) if rate is not None]
+        self.rate: float | None = min(rates) if rates else None
+        self.bucket = TokenBucket(self.rate, own.burst, clock) if self.rate is not None else None
+        # Claimed ahead of the free slots, so the next sends never wait on the database, and
+        # claims come in batches rather than one row at a time; not much more, because a worker
+        # that dies leaves what it claimed to be looked up (reconciled) before anyone may send
+        # it. Rate-limited lanes hold only what they can send soon.
+        ahead = settings.claim_batch if self.rate is None else min(own.burst, own.concurrency)
+        self.capacity = own.concurrency + min(ahead, settings.claim_batch)
+        self.breaker = CircuitBreaker(
+            settings.breaker_failure_threshold, settings.breaker_open_seconds, clock
+        )
+        self.budget = RetryBudget(
+            settings.retry_budget_ratio, settings.retry_budget_min_per_second, clock
+        )
+        self.clock = clock
+        self.paused = False
+        self.not_before: datetime | None = None  # the platform asked us to wait until then
+        self.held: set[int] = set()  # deliveries claimed and not yet recorded
+        self.backlog = False  # the last claim was full: there is likely more
+        self.last_success_reported: datetime | None = None
+        self.failing = False  # the last thing reported was an error
+
+    def share_rate(self, workers: int) -> None:
+        """Each of `workers` live workers takes its share of the target's rate."""
+        if self.bucket is not None and self.rate is not None:
+            self.bucket.set_rate(self.rate / max(1, workers))
+
+    def room(self) -> int:
+        return max(0, self.capacity - len(self.held))
+
+    def wants_more(self) -> bool:
+        """Worth a claim now: the last one was full and a good part of the lane is free."""
+        return self.backlog and self.room() * 2 >= self.capacity
+
+    def may_claim(self) -> bool:
+        if self.paused:
+            return False
+        now = self.clock()
+        if self.not_before is not None and now < self.not_before:
+            return False
+        state = self.breaker.state
+        if state is BreakerState.open:
+            return False
+        return not (state is BreakerState.half_open and self.held)
+
+    async def wait_for_rate(self, sleep: Callable[[float], object]) -> None:
+        if self.bucket is None:
+            return
+        delay = self.bucket.reserve()
+        if delay > 0:
+            result = sleep(delay)
+            if asyncio.iscoroutine(result):
+                await result

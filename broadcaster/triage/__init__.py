@@ -1,0 +1,13 @@
+"""The triage queue: what the public sends back, most urgent first, with the reasons.
+
+    webhooks (api/hook_routes) ─┐
+    polling  (polling)          ├─ normalise ─▶ ingest: queue ─▶ pipeline: dedupe, cluster,
+    public form (web_form)     ─┘   (one report     (bounded,     score, store (one transaction
+                                     shape)          in memory)    per batch)
+                                                                         │
+      live queue (live, SSE) ◀── every change ──────────────────────────┘
+      responders (service: states, replies; escalation; rumour; retention; export)
+
+`runtime.install` wires it into the web application. Rules (lexicon, weights, gazetteer,
+replies) come from config/triage.toml (`rules`).
+"""

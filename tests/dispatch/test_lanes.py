@@ -1,0 +1,48 @@
+"""Each target on its own: the rate it may use, its token bucket on a fake clock."""
+
+from __future__ import annotations
+
+from broadcaster.dispatch.lanes import Lane
+from broadcaster.dispatch.ratelimit import TokenBucket
+from broadcaster.settings import DispatchSettings
+from tests.dispatch.harness import FakeClock, Platforms
+
+
+def test_the_bucket_lets_a_burst_through_then_spaces_requests_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, burst=3, clock=clock)
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    # Each further request waits its turn: half a second apart at 2 per second.
+    assert [bucket.reserve() for _ in range(3)] == [0.5, 1.0, 1.5]
+    clock.advance(10)  # a quiet spell refills the burst, not more
+    assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+
+
+def test_a_lane_keeps_to_the_lower_of_its_configured_and_the_platforms_rate(
+    platforms: Platforms,
+) -> None:
+    clock = FakeClock()
+    x = platforms.directory.targets["x-live"]
+    adapter = platforms.directory.adapter("x-live")
+    platform_rate = adapter.limits.max_rate_per_second
+    assert platform_rate is not None
+
+    honoured = Lane(x, adapter, DispatchSettings(), clock)
+    assert honoured.rate == platform_rate
+
+    lower = DispatchSettings(channels={"x": {"rate_per_second": platform_rate / 2}})
+    assert Lane(x, adapter, lower, clock).rate == platform_rate / 2
+
+    emulated = DispatchSettings(honour_platform_rates=False)
+    assert Lane(x, adapter, emulated, clock).rate is None
+
+
+def test_a_lane_shares_its_rate_among_live_workers(platforms: Platforms) -> None:
+    clock = FakeClock()
+    sms = platforms.directory.targets["sms-live"]
+    settings = DispatchSettings(channels={"sms": {"rate_per_second": 30, "burst": 1}})
+    lane = Lane(sms, platforms.directory.adapter("sms-live"), settings, clock)
+    lane.share_rate(3)
+    assert lane.bucket is not None
+    lane.bucket.reserve()
+    assert lane.bucket.reserve() == 0.1  # 10 per second for each of three workers
