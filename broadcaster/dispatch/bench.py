@@ -364,20 +364,23 @@ async def run_dispatch_bench(
         give_lanes_threads(dispatcher)
         running = asyncio.create_task(dispatcher.run(stop))
 
-        # 2 and 3: one person on each list, eight channels, one alert at a time.
-        for n in range(rounds):
+        # 2 and 3: one person on each list, eight channels, one alert at a time; the first
+        # alert is not measured (it opens the adapters' connections, as a running service has).
+        for n in range(-1, rounds):
             alert_id, digest = await desk.submitted(f"Latency district {n}", EIGHT_CHANNELS)
             began = datetime.now(UTC)
             version_id = await desk.approve(alert_id, digest)
             await _settled(engine, version_id, 30)
             last, _count, _dead = await _confirmed_at(engine, version_id)
-            result.release_to_confirmed.append((last - began).total_seconds())
+            if n >= 0:
+                result.release_to_confirmed.append((last - began).total_seconds())
             assert desk.officer is not None
             began = datetime.now(UTC)
             cancel = await service.cancel(desk.officer, alert_id, None)
             await _settled(engine, cancel.version_id, 30)
             last, _count, _dead = await _confirmed_at(engine, cancel.version_id)
-            result.cancel_to_corrected.append((last - began).total_seconds())
+            if n >= 0:
+                result.cancel_to_corrected.append((last - began).total_seconds())
 
         # 1: the big list, with `workers - 1` `broadcaster worker` processes helping the
         # in-process one (a machine's other cores; they look every poll interval).

