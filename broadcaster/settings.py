@@ -329,7 +329,9 @@ def load_settings(explicit: Path | None = None) -> LoadedSettings:
         settings = Settings(**data)
     except ValidationError as error:
         raise ConfigError(_describe_validation_error(error, path)) from None
-    base = path.parent if path is not None else SHIPPED_CONFIG_DIR
+    # Absolute, so the rules files stay where the settings file is whatever reads them later
+    # (a relative base would be joined to the shipped config/ by the triage rules loader).
+    base = path.resolve().parent if path is not None else SHIPPED_CONFIG_DIR
     settings = settings.model_copy(
         update={
             "alerts": settings.alerts.relative_to(base),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from broadcaster.settings import ConfigError, Settings, load_settings
+from broadcaster.triage.rules import load_triage_rules
 from tests.conftest import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "config" / "broadcaster.toml"
@@ -45,6 +46,17 @@ def test_rules_files_are_found_beside_the_settings_file(tmp_path: Path) -> None:
     assert defaults == shipped
     own = _config(tmp_path, "[alerts]\npolicy_file = 'rules/policy.toml'\n")
     assert load_settings(own).settings.alerts.policy_file == tmp_path / "rules" / "policy.toml"
+
+
+def test_a_relative_settings_path_finds_its_rules_beside_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `broadcaster serve` from the repository root reads ./config/broadcaster.toml.
+    monkeypatch.chdir(REPO_ROOT)
+    settings = load_settings(Path("config/broadcaster.toml")).settings
+    assert settings.triage.rules_file == SHIPPED.parent / "triage.toml"
+    assert settings.alerts.policy_file == SHIPPED.parent / "approval-policy.toml"
+    assert load_triage_rules(settings.triage).categories
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
