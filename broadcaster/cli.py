@@ -80,9 +80,10 @@ async def _with_engine(
 
 
 def cmd_serve(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    from broadcaster import event_loop
     from broadcaster.service import serve
 
-    asyncio.run(serve(loaded, host=args.host, port=args.port))
+    event_loop.run(serve(loaded, host=args.host, port=args.port))
 
 
 def cmd_worker(loaded: LoadedSettings, _args: argparse.Namespace) -> None:

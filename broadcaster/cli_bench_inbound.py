@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Sequence
 
+from broadcaster import event_loop
 from broadcaster.settings import LoadedSettings
 
 __all__ = ["add_inbound_bench"]
@@ -15,7 +15,7 @@ __all__ = ["add_inbound_bench"]
 def cmd_bench_inbound(loaded: LoadedSettings, args: argparse.Namespace) -> None:
     from broadcaster.triage.bench import run_inbound_bench, summary
 
-    result = asyncio.run(
+    result = event_loop.run(
         run_inbound_bench(
             loaded,
             reports=args.reports,

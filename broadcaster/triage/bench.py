@@ -38,7 +38,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.roles import Role
-from broadcaster import users
+from broadcaster import event_loop, users
 from broadcaster.auth.tokens import create_token
 from broadcaster.service import web_site
 from broadcaster.settings import DatabaseSettings, LoadedSettings, Settings
@@ -303,7 +303,7 @@ def _sms_call(base_url: str, keys: dict[str, str], serial: int, text: str) -> Ca
 
 
 def _drive(plan: _Plan, results: Any) -> None:
-    results.put(asyncio.run(_drive_async(plan)))
+    results.put(event_loop.run(_drive_async(plan)))
 
 
 async def _drive_async(plan: _Plan) -> dict[str, Any]:
