@@ -19,9 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from broadcaster.triage.live import LiveHub
@@ -48,13 +47,38 @@ class IngestSlow(Exception):
     retry_after = 5
 
 
-@dataclass
+class _Call:
+    """One `submit` call: its reports' results, and one future its caller waits on, set when
+    the last of them is written. (One future and one timer per call, not one per report: this
+    runs for every webhook in a flood.)"""
+
+    __slots__ = ("done", "remaining", "results")
+
+    def __init__(self, count: int, done: asyncio.Future[None]) -> None:
+        self.results: list[Ingested | None] = [None] * count
+        self.remaining = count
+        self.done = done
+
+    def settle(self, index: int, result: Ingested) -> None:
+        self.results[index] = result
+        self.remaining -= 1
+        if not self.remaining and not self.done.done():
+            self.done.set_result(None)
+
+
 class _Pending:
-    report: NewReport
-    queued_at: float
-    done: asyncio.Future[Ingested] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    __slots__ = ("call", "index", "queued_at", "report")
+
+    def __init__(self, report: NewReport, queued_at: float, call: _Call, index: int) -> None:
+        self.report = report
+        self.queued_at = queued_at
+        self.call = call
+        self.index = index
+
+
+def _give_up(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(IngestSlow())
 
 
 class Ingestor:
@@ -98,16 +122,19 @@ class Ingestor:
         if len(self._pending) + len(reports) > self.queue_size:
             self.metrics.refused.inc(len(reports))
             raise IngestBusy()
+        loop = asyncio.get_running_loop()
+        call = _Call(len(reports), loop.create_future())
         now = time.monotonic()
-        pending = [_Pending(report, now) for report in reports]
-        self._pending.extend(pending)
+        self._pending.extend(_Pending(report, now, call, n) for n, report in enumerate(reports))
         self._drained.clear()
         self._wakeup.set()
-        waiting = [item.done for item in pending]
-        _, not_done = await asyncio.wait(waiting, timeout=self.wait_seconds)
-        if not_done:
-            raise IngestSlow()
-        return [future.result() for future in waiting]
+        # Waiting longer is IngestSlow; the reports stay queued and are written all the same.
+        timer = loop.call_later(self.wait_seconds, _give_up, call.done)
+        try:
+            await call.done
+        finally:
+            timer.cancel()
+        return [result for result in call.results if result is not None]
 
     # --- the writer ----------------------------------------------------------------------------
 
@@ -183,11 +210,13 @@ class Ingestor:
                 continue
             failures = 0
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            counts: Counter[tuple[bool, str]] = Counter()
             for item, result in zip(batch, results, strict=True):
-                counter = self.metrics.ingested if result.created else self.metrics.replayed
-                counter.labels(item.report.source).inc()
-                if not item.done.done():
-                    item.done.set_result(result)
+                counts[result.created, item.report.source] += 1
+                item.call.settle(item.index, result)
+            for (created, source), count in counts.items():
+                counter = self.metrics.ingested if created else self.metrics.replayed
+                counter.labels(source).inc(count)
             self.hub.publish_reports(changed)
             if not self._pending:
                 self._drained.set()
