@@ -111,6 +111,7 @@ class Dispatcher:
         self._jobs: dict[int, Claimed] = {}  # what this worker holds, with its lease
         self._claims = 0
         self._refreshed_at = clock()
+        self._renewed_at = clock()
         self._started: set[int] = set()  # tries that began (hold a slot)
         self._recorded: set[int] = set()  # tries whose final result went to the recorder
         self._unsettled: set[int] = set()
@@ -186,6 +187,13 @@ class Dispatcher:
         self._claims += 1
         token = claims.lease_token(self.worker_id, self._claims)
         async with self.engine.begin() as connection:
+            if self._jobs and (now - self._renewed_at).total_seconds() >= self.heartbeat / 2:
+                # The write lock is ours anyway: renew what we hold too (on a busy SQLite
+                # database the heartbeat's own turn at the lock can come late).
+                self._renewed(
+                    await claims.renew(connection, self.worker_id, now + self.lease),
+                    now + self.lease,
+                )
             for lane, room in wanted:
                 jobs = await claims.claim(connection, lane.name, room, token, now, now + self.lease)
                 got.append((lane, room, jobs))
@@ -243,6 +251,7 @@ class Dispatcher:
             lane = self.lanes.get(result.target)
             if lane is not None:
                 lane.held.discard(result.delivery_id)
+                lane.finished()
                 freed = freed or lane.wants_more()
             self._started.discard(result.delivery_id)
             self._recorded.discard(result.delivery_id)
@@ -293,21 +302,17 @@ class Dispatcher:
                 log.warning("dispatcher housekeeping failed: %s: %s", type(error).__name__, error)
 
     async def _renew(self) -> None:
-        held = [
-            (delivery_id, job.token)
-            for lane in self.lanes.values()
-            for delivery_id in lane.held
-            if (job := self._jobs.get(delivery_id)) is not None
-        ]
+        held = {i for lane in self.lanes.values() for i in lane.held if i in self._jobs}
         if not held:
             return
         until = self.clock() + self.lease
         async with self.engine.begin() as connection:
-            kept = await claims.renew(connection, held, until)
-        for delivery_id in kept:
-            self._jobs[delivery_id].lease_until = until
-        # Finished ones are no longer in flight (or wait in the recorder): not lost.
-        lost = {delivery_id for delivery_id, _token in held} - kept - self._recorded
+            kept = await claims.renew(connection, self.worker_id, until)
+        self._renewed(kept, until)
+        # Finished ones are no longer in flight (or wait in the recorder): not lost. Nor are
+        # those whose results were written while the renewal waited for the database.
+        still_held = {i for lane in self.lanes.values() for i in lane.held if i in self._jobs}
+        lost = (held & still_held) - kept - self._recorded
         if lost:
             # Taken over after a stall: the new holder reconciles them. Stop ours at once, so
             # no further part goes out twice (a request already sent cannot be unsent; the new
@@ -320,6 +325,13 @@ class Dispatcher:
                 self._jobs.pop(delivery_id, None)
                 for lane in self.lanes.values():
                     lane.held.discard(delivery_id)
+
+    def _renewed(self, kept: set[int], until: datetime) -> None:
+        self._renewed_at = until - self.lease
+        for delivery_id in kept:
+            job = self._jobs.get(delivery_id)
+            if job is not None:
+                job.lease_until = until
 
     async def _refresh(self) -> None:
         """Pauses, platform waits and the number of live workers (each takes its share of a

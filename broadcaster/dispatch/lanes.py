@@ -8,6 +8,8 @@ that lane has room for. A platform that hangs fills its own slots and nobody els
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 
@@ -17,6 +19,9 @@ from broadcaster.dispatch.retry import RetryBudget
 from broadcaster.settings import DispatchSettings
 from broadcaster.targets import ConfiguredTarget
 from channels.base import Channel
+
+# Seconds over which a lane's pace is measured: claims hold about one second's worth.
+_PACE_WINDOW = 1.0
 
 
 class Lane:
@@ -40,11 +45,15 @@ class Lane:
         self.rate: float | None = min(rates) if rates else None
         self.bucket = TokenBucket(self.rate, own.burst, clock) if self.rate is not None else None
         # Claimed ahead of the free slots, so the next sends never wait on the database, and
-        # claims come in batches rather than one row at a time; not much more, because a worker
-        # that dies leaves what it claimed to be looked up (reconciled) before anyone may send
-        # it. Rate-limited lanes hold only what they can send soon.
-        ahead = settings.claim_batch if self.rate is None else min(own.burst, own.concurrency)
-        self.capacity = own.concurrency + min(ahead, settings.claim_batch)
+        # claims come in batches rather than a row at a time: about a second's worth of work
+        # at the rate this lane is going (between its concurrency and a claim batch). No more,
+        # because a worker that dies leaves what it claimed to be looked up (reconciled) before
+        # anyone may send it. Rate-limited lanes hold only what they can send soon.
+        self.claim_batch = settings.claim_batch
+        self.most_ahead = (
+            settings.claim_batch if self.rate is None else min(own.burst, own.concurrency)
+        )
+        self._finished: deque[float] = deque()
         self.breaker = CircuitBreaker(
             settings.breaker_failure_threshold, settings.breaker_open_seconds, clock
         )
@@ -63,6 +72,23 @@ class Lane:
         """Each of `workers` live workers takes its share of the target's rate."""
         if self.bucket is not None and self.rate is not None:
             self.bucket.set_rate(self.rate / max(1, workers))
+
+    @property
+    def capacity(self) -> int:
+        self._forget_old(time.monotonic())
+        pace = round(len(self._finished) / _PACE_WINDOW)  # tries ended per second, lately
+        ahead = max(self.concurrency, min(self.most_ahead, pace))
+        return self.concurrency + min(ahead, self.claim_batch)
+
+    def finished(self) -> None:
+        """A try of this lane ended (the pace the claims follow)."""
+        now = time.monotonic()
+        self._finished.append(now)
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        while self._finished and now - self._finished[0] > _PACE_WINDOW:
+            self._finished.popleft()
 
     def room(self) -> int:
         return max(0, self.capacity - len(self.held))

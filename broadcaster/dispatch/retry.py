@@ -26,6 +26,12 @@ from channels.base import AmbiguousError, TransientError
 
 # Failures that another try may fix. Ambiguous ones are reconciled before that try.
 RETRYABLE = (TransientError, AmbiguousError, TimeoutError)
+# Tries that only look whether an earlier one posted, allowed after the last real try.
+LOOKS_AFTER_LAST_TRY = 3
+
+
+def retryable(error: BaseException) -> bool:
+    return isinstance(error, RETRYABLE)
 
 
 class wait_platform_or(wait_base):
@@ -67,6 +73,17 @@ class RetryPolicy:
         state.set_exception((type(error), error, error.__traceback__))
         if not self.retry_when(state) or self.stop(state):
             return Decision(False)
+        return Decision(True, self.wait(state))
+
+    def look_again(self, attempt: int, error: BaseException) -> Decision:
+        """After try `attempt` failed while an earlier try may have posted: a try that only
+        looks (find_published, nothing sent), up to LOOKS_AFTER_LAST_TRY past max_attempts, so
+        nothing is given up on without knowing whether it went out."""
+        if attempt >= self.max_attempts + LOOKS_AFTER_LAST_TRY:
+            return Decision(False)
+        state = RetryCallState(self._retrying, None, (), {})
+        state.attempt_number = attempt
+        state.set_exception((type(error), error, error.__traceback__))
         return Decision(True, self.wait(state))
 
 

@@ -16,7 +16,9 @@ The order of things, and why:
    on this target put out; it waits while that delivery is unresolved.
 
 Failures become the next state: transient → retry after backoff (the platform's wait wins when
-later) or dead after max_attempts; ambiguous → reconcile first, then retry; permanent → dead
+later) or dead after max_attempts; ambiguous → reconcile first, then retry (and past
+max_attempts, up to three tries that only look, so nothing is dead-lettered without knowing
+whether it went out); permanent → dead
 with the platform's reason; rejected credentials → the target is paused and the delivery held.
 """
 
@@ -37,7 +39,7 @@ from broadcaster.dispatch.claims import Claimed
 from broadcaster.dispatch.lanes import Lane
 from broadcaster.dispatch.payload import part_key, receipts_from_json
 from broadcaster.dispatch.recorder import AttemptRow, Result, TargetHealth
-from broadcaster.dispatch.retry import RetryPolicy
+from broadcaster.dispatch.retry import RetryPolicy, retryable
 from broadcaster.dispatch.states import OPEN_STATES, DeliveryState, Outcome
 from broadcaster.dispatch.versions import VersionCache, VersionInfo
 from broadcaster.storage.schema import alert_versions, deliveries
@@ -192,6 +194,8 @@ class Attempt:
             raise PermanentError("nothing to send: the delivery carries no posts")
         if job.reconcile_part is not None:
             await self._reconcile(posts)
+        if len(self.receipts) < len(posts):
+            self._stop_if_only_looking(len(self.receipts) + 1)
         while len(self.receipts) < len(posts):
             if self.lane.paused:
                 raise _Stop(self._hold("its target was paused"))
@@ -219,6 +223,21 @@ class Attempt:
             self.receipts.append(receipt)
             if len(self.receipts) < len(posts):
                 self._save_progress()
+
+    def _stop_if_only_looking(self, part: int) -> None:
+        """A try past the last one only looks (RetryPolicy.look_again): part `part` did not go
+        out, so the delivery is dead now, knowingly."""
+        tries = self.context.policy.max_attempts
+        if self.job.attempt > tries:
+            raise _Stop(
+                self._final(
+                    _S.dead,
+                    Outcome.permanent,
+                    f"gave up after {tries} tr{'y' if tries == 1 else 'ies'}: "
+                    f"{self.job.last_error or 'no reason given'}; looked: part {part} did "
+                    "not go out",
+                )
+            )
 
     async def _reconcile(self, posts: tuple[Post, ...]) -> None:
         """Find the parts an earlier try may have posted, from the first unconfirmed one on."""
@@ -284,6 +303,7 @@ class Attempt:
             if found is not None:
                 self.receipts = [found]
                 return
+            self._stop_if_only_looking(1)
         self.current_part = 1
         receipt = await self._call(adapter.retract(base.receipt, info.version))
         self.receipts = [receipt]
@@ -440,7 +460,11 @@ class Attempt:
             self._health(error=message, rate_reset_at=reset)
         else:
             self._health(error=message)
-        decision = self.context.policy.decide(self.job.attempt, error)
+        policy = self.context.policy
+        decision = policy.decide(self.job.attempt, error)
+        if not decision.retry and self.job.reconcile_part is not None and retryable(error):
+            # Out of tries, but one of them may have posted: never give up without knowing.
+            decision = policy.look_again(self.job.attempt, error)
         row = self._row(outcome, message, retry_after)
         if not decision.retry:
             result = self._base(_S.dead, now)

@@ -134,3 +134,34 @@ async def test_a_worker_dying_mid_thread_is_resumed_without_reposting_a_part(
     finally:
         await directory.aclose()
         await x.stop()
+
+
+@pytest.mark.parametrize("posted", [True, False], ids=["it-went-out", "it-did-not"])
+async def test_out_of_tries_after_one_that_may_have_posted_it_looks_before_giving_up(
+    posted: bool, desk: Desk, engine: AsyncEngine, platforms: Platforms, clock: FakeClock
+) -> None:
+    sms = platforms.emulator("sms")
+    # The one allowed try ends not knowing: the platform posted then failed, or failed alone.
+    kind = FaultKind.commit_then_error if posted else FaultKind.server_error
+    sms.add_fault(Fault(kind, status=500, method="POST", times=1))
+    _alert, version = await desk.release(channels=["sms"])
+    dispatcher = desk.dispatcher(platforms.directory, fast_settings(max_attempts=1))
+    for _ in range(3):
+        await dispatcher.drain()
+        clock.advance(30)
+    rows = await delivery_rows(engine, version)
+    assert rows, "no SMS deliveries were written"
+    outcomes = {row.id: [a.outcome for a in await attempt_rows(engine, row.id)] for row in rows}
+    unsure = [row for row in rows if "ambiguous" in outcomes[row.id]]
+    assert len(unsure) == 1
+    [row] = unsure
+    # Never dead-lettered "may have posted": a try that only looks settled it.
+    assert outcomes[row.id][-2] == ("reconciled" if posted else "not_found")
+    if posted:
+        assert row.state == "delivered" and row.external_id
+    else:
+        assert row.state == "dead"
+        assert row.last_error.startswith("gave up after 1 try: ")
+        assert row.last_error.endswith("; looked: part 1 did not go out")
+    to_this_person = [e for e in sms.effects_of("post") if e.data.get("to") == row.recipient]
+    assert len(to_this_person) == (1 if posted else 0)
