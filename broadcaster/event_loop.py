@@ -1,19 +1,28 @@
-"""The event loop the web service runs on: uvloop where it is installed, else asyncio's own.
+"""How the web service's process runs: on uvloop where it is installed (else asyncio's own
+loop), with the garbage collector's young generation made larger.
 
 uvloop (libuv under asyncio's interface) takes a large share off the cost of every HTTP
 request, which is what a flood of webhooks is made of. Everything here is written against
 asyncio's interface only, so both loops run the same code; tests run on asyncio's.
+
+The collector: every request allocates a few hundred objects, so at asyncio's default (a young
+collection every 700 allocations) a flood of webhooks spent a sixth of its CPU time collecting,
+mostly walking the same long-lived objects (the cluster index, the queue) again and again.
+Collecting every 10,000 allocations keeps the same guarantees (cycles are still freed) at a
+few hundred kilobytes more memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["loop_name", "run"]
 
 T = TypeVar("T")
+YOUNG_GENERATION_THRESHOLD = 10_000  # allocations between young collections (Python's: 700)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -25,7 +34,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on the fastest loop available."""
+    """`asyncio.run(main)` on the fastest loop available, with the collector set as above."""
+    _, *older = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *older)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(main)
 
