@@ -9,7 +9,6 @@ reply needs it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,8 +73,9 @@ class Normaliser:
     def pseudonym(self, source: str, author_id: str | None) -> str | None:
         if not author_id:
             return None
-        digest = hmac.new(self._key, f"{source}\x00{author_id}".encode(), hashlib.sha256)
-        return digest.hexdigest()[:32]
+        # hmac.digest: the one-shot form, several times cheaper than an HMAC object per report.
+        digest = hmac.digest(self._key, f"{source}\x00{author_id}".encode(), "sha256")
+        return digest.hex()[:32]
 
     def report(
         self,

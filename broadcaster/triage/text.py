@@ -55,6 +55,8 @@ def words(folded: str) -> list[str]:
 
 def coordinates_in(text: str) -> tuple[float, float] | None:
     """The first latitude, longitude pair written in `text`, if it is a possible place."""
+    if "." not in text:  # most messages: no decimal number, so no regex search
+        return None
     for match in _COORDINATES.finditer(text):
         lat, lon = float(match.group(1)), float(match.group(2))
         if -90 <= lat <= 90 and -180 <= lon <= 180:
@@ -116,11 +118,22 @@ class Lexicon:
     _phrase: dict[str, list[Term]] = field(default_factory=dict, init=False)
     _prefix: list[Term] = field(default_factory=list, init=False)
     _symbol: list[Term] = field(default_factory=list, init=False)
+    _ascii_symbol: list[Term] = field(default_factory=list, init=False)  # all a plain text can hold
+    # folded word -> the languages whose stopword it is: one pass counts every language's votes
+    _stopword_languages: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        for language, stopwords in self.stopwords.items():
+            for stopword in stopwords:
+                self._stopword_languages[stopword] = (
+                    *self._stopword_languages.get(stopword, ()),
+                    language,
+                )
         for term in self.terms:
             if term.symbol is not None:
                 self._symbol.append(term)
+                if term.symbol.isascii():
+                    self._ascii_symbol.append(term)
             elif term.prefix:
                 self._prefix.append(term)
             elif len(term.tokens) == 1:
@@ -159,15 +172,17 @@ class Lexicon:
             for term in self._prefix:
                 if token.startswith(term.tokens[0]):
                     hit(term)
-        if self._symbol:
-            composed = unicodedata.normalize("NFKC", text)
-            for term in self._symbol:
+        # Symbols are mostly emoji: a plain ASCII text (most messages) can hold only the rest.
+        ascii_text = text.isascii()
+        symbols = self._ascii_symbol if ascii_text else self._symbol
+        if symbols:
+            composed = text if ascii_text else unicodedata.normalize("NFKC", text)
+            for term in symbols:
                 if term.symbol and term.symbol in composed:
                     hit(term)
-        for language, stopwords in self.stopwords.items():
-            count = sum(1 for token in tokens if token in stopwords)
-            if count:
-                votes[language] = votes.get(language, 0) + count
+        for token in tokens:
+            for language in self._stopword_languages.get(token, ()):
+                votes[language] = votes.get(language, 0) + 1
         return Analysis(
             {category: tuple(shown) for category, shown in found.items()},
             _language(language_hint, votes, self.stopwords),

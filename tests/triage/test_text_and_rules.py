@@ -15,7 +15,7 @@ from broadcaster.settings import SHIPPED_CONFIG_DIR, ConfigError, TriageSettings
 from broadcaster.triage.clustering import ClusterIndex
 from broadcaster.triage.normalise import Normaliser, pseudonym_key
 from broadcaster.triage.rules import TriageRules, load_triage_rules, parse_triage_rules
-from broadcaster.triage.text import coordinates_in, fold, words
+from broadcaster.triage.text import Lexicon, Term, coordinates_in, fold, words
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -49,6 +49,21 @@ def test_folding_ignores_case_accents_and_apostrophe_styles() -> None:
 )
 def test_coordinates_pasted_from_a_map_app(text: str, found: tuple[float, float] | None) -> None:
     assert coordinates_in(text) == found
+
+
+def test_signs_are_found_in_plain_and_in_accented_or_emoji_text() -> None:
+    # A plain ASCII message is only searched for the ASCII signs; every other text for all.
+    lexicon = Lexicon(
+        [Term.parse("urgent", "!!!", None), Term.parse("urgent", "🆘", None)],
+        {"en": frozenset({"we", "the"}), "es": frozenset({"el", "la"})},
+        frozenset({"not"}),
+    )
+    assert lexicon.analyse("help!!! we are on the roof").matches == {"urgent": ("!!!",)}
+    accented = lexicon.analyse("¡¡ayuda!!! 🆘 el techo, la casa")
+    assert accented.matches == {"urgent": ("!!!", "🆘")}
+    assert accented.language == "es"
+    assert lexicon.analyse("help 🆘 we are on the roof").matches == {"urgent": ("🆘",)}
+    assert lexicon.analyse("we are fine").matches == {}
 
 
 def test_the_gazetteer_finds_the_longest_place_named(rules: TriageRules) -> None:
