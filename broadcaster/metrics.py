@@ -38,5 +38,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        # (method, route, status) -> its two series; looked up once, not at every request.
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and how long it took."""
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

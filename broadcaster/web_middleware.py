@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -30,7 +30,7 @@ def _route_label(request: web.Request) -> str:
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = offered if _ACCEPTABLE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    request_id = offered if _ACCEPTABLE_REQUEST_ID.fullmatch(offered) else secrets.token_hex(16)
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500
@@ -41,23 +41,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         elapsed = time.perf_counter() - started
-        route = _route_label(request)
-        metrics = request.app[METRICS]
-        metrics.http_requests.labels(request.method, route, str(status)).inc()
-        metrics.http_duration.labels(request.method, route).observe(elapsed)
-        log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            status,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "remote": request.remote,
-            },
-        )
+        request.app[METRICS].observe_request(request.method, _route_label(request), status, elapsed)
+        if log.isEnabledFor(logging.INFO):  # not even the line's fields when it is not written
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                status,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "remote": request.remote,
+                },
+            )
         request_id_var.reset(token)
 
 
