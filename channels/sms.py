@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from hashlib import sha1
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import Field, model_validator
@@ -143,11 +143,18 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
         headers = dict(headers or {})
         if auth is not None:
             headers["Authorization"] = basic_authorization(*auth)
+        body: bytes | dict[str, object] | None = data
+        if data:
+            # Encoded here, as aiohttp would (application/x-www-form-urlencoded): handed a dict,
+            # it builds a FormData and a multipart writer for every request, which at 100,000
+            # recipients is a good share of the CPU a message costs.
+            body = urlencode(data, doseq=True).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         response = await super().request(
             method,
             url,
             params=params,
-            data=data,
+            data=body,
             headers=headers,
             auth=None,
             timeout=timeout if timeout is not None else self.timeout,
