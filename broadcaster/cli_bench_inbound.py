@@ -37,6 +37,12 @@ def cmd_bench_inbound(loaded: LoadedSettings, args: argparse.Namespace) -> None:
                     "missing": result.missing,
                     "errors": result.errors,
                     "load_average": result.load_average,
+                    "load_average_end": result.load_average_end,
+                    "backend": result.backend,
+                    "event_loop": result.loop,
+                    "service_cpu_us_per_report": round(
+                        result.server_cpu / max(1, result.unique) * 1e6
+                    ),
                 },
                 indent=2,
             )
