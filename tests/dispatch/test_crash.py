@@ -43,8 +43,7 @@ from channels.emulators.base import Fault, FaultKind
 from channels.registry import CHANNELS
 from tests.dispatch.harness import PUBLIC_BASE
 
-# Minutes long, and not yet reliable on a loaded 2-core machine (see the issue notes): run on
-# its own with `python -m pytest -m crash`.
+# Minutes long: `python -m pytest -m crash` runs it alone, `-m 'not crash'` everything else.
 pytestmark = pytest.mark.crash
 
 T = TypeVar("T")
