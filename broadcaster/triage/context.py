@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.alert import AlertContent, Area, MsgType, Status
@@ -55,18 +55,24 @@ class AlertContext:
         by_channel: dict[str, set[str]] = {}
         for channel, post_id in replies:
             by_channel.setdefault(channel, set()).add(post_id)
-        found: dict[tuple[str, str], int] = {}
-        for channel, post_ids in by_channel.items():  # no row-value IN: see pipeline._existing
-            rows = await connection.execute(
-                select(deliveries.c.external_id, alert_versions.c.alert_id)
-                .join(alert_versions, alert_versions.c.id == deliveries.c.version_id)
-                .where(
-                    deliveries.c.channel == channel,
-                    deliveries.c.external_id.in_(sorted(post_ids)),
+        if not by_channel:
+            return {}
+        rows = await connection.execute(  # one query for every channel: see pipeline._existing
+            select(deliveries.c.channel, deliveries.c.external_id, alert_versions.c.alert_id)
+            .join(alert_versions, alert_versions.c.id == deliveries.c.version_id)
+            .where(
+                or_(
+                    *(
+                        and_(
+                            deliveries.c.channel == channel,
+                            deliveries.c.external_id.in_(sorted(post_ids)),
+                        )
+                        for channel, post_ids in by_channel.items()
+                    )
                 )
             )
-            found.update(((channel, row.external_id), row.alert_id) for row in rows)
-        return found
+        )
+        return {(row.channel, row.external_id): row.alert_id for row in rows}
 
 
 def inside(

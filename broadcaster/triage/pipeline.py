@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, true, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -444,21 +444,26 @@ def _row(
 async def _existing(
     connection: AsyncConnection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
-    # One query per source, not a row-value IN: SQLite answers (source, external_id) IN (...)
-    # by scanning the whole index, and this runs for every batch.
-    by_source: dict[str, list[str]] = {}
-    for source, external_id in keys:
-        by_source.setdefault(source, []).append(external_id)
+    # (source = ? AND external_id IN (...)) OR ... for every source in one query, not a
+    # row-value IN: SQLite answers (source, external_id) IN (...) by scanning the whole index,
+    # but each OR term by a search of it. One query, not one per source: every statement is a
+    # trip to the database, and the writer waits behind the web requests at each one.
     found: dict[tuple[str, str], int] = {}
-    for source, ids in by_source.items():
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            rows = await connection.execute(
-                select(reports.c.id, reports.c.external_id).where(
-                    reports.c.source == source,
-                    reports.c.external_id.in_(ids[start : start + _LOOKUP_CHUNK]),
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        by_source: dict[str, list[str]] = {}
+        for source, external_id in keys[start : start + _LOOKUP_CHUNK]:
+            by_source.setdefault(source, []).append(external_id)
+        rows = await connection.execute(
+            select(reports.c.id, reports.c.source, reports.c.external_id).where(
+                or_(
+                    *(
+                        and_(reports.c.source == source, reports.c.external_id.in_(ids))
+                        for source, ids in by_source.items()
+                    )
                 )
             )
-            found.update(((source, row.external_id), row.id) for row in rows)
+        )
+        found.update(((row.source, row.external_id), row.id) for row in rows)
     return found
 
 
