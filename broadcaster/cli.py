@@ -87,15 +87,17 @@ def cmd_serve(loaded: LoadedSettings, args: argparse.Namespace) -> None:
 
 
 def cmd_worker(loaded: LoadedSettings, _args: argparse.Namespace) -> None:
+    from broadcaster import event_loop
     from broadcaster.service import run_worker
 
-    asyncio.run(run_worker(loaded))
+    event_loop.run(run_worker(loaded))
 
 
 def cmd_demo(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    from broadcaster import event_loop
     from broadcaster.demo import run_demo
 
-    asyncio.run(run_demo(loaded, port=args.port))
+    event_loop.run(run_demo(loaded, port=args.port))
 
 
 def cmd_db_upgrade(loaded: LoadedSettings, _args: argparse.Namespace) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Sequence
 
@@ -13,9 +12,10 @@ __all__ = ["add_dispatch_bench"]
 
 
 def cmd_bench_dispatch(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    from broadcaster import event_loop
     from broadcaster.dispatch.bench import run_dispatch_bench, summary
 
-    result = asyncio.run(
+    result = event_loop.run(
         run_dispatch_bench(
             loaded,
             contacts_count=args.contacts,

@@ -1,9 +1,11 @@
-"""How the web service's process runs: on uvloop where it is installed (else asyncio's own
-loop), with the garbage collector's young generation made larger.
+"""How the service's processes (serve, worker, demo, the benchmarks) run: on uvloop where it
+is installed (else asyncio's own loop), with the garbage collector's young generation made
+larger.
 
 uvloop (libuv under asyncio's interface) takes a large share off the cost of every HTTP
-request, which is what a flood of webhooks is made of. Everything here is written against
-asyncio's interface only, so both loops run the same code; tests run on asyncio's.
+request, which is what a flood of webhooks, or a fan-out to 100,000 phones, is made of.
+Everything here is written against asyncio's interface only, so both loops run the same code;
+tests run on asyncio's.
 
 The collector: every request allocates a few hundred objects, so at asyncio's default (a young
 collection every 700 allocations) a flood of webhooks spent a sixth of its CPU time collecting,
