@@ -33,6 +33,7 @@ import base64
 import email
 import hmac
 import itertools
+import logging
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,17 @@ PASSWORD: Final = "smtp-emulator-password-7d41c9"  # noqa: S105 (the emulator's 
 FROM_ADDRESS: Final = "alerts@county.example.gov"
 HOSTNAME: Final = "smtp.emulator.test"
 _DATA_FAULTS: Final = frozenset({FaultKind.commit_then_error, FaultKind.timeout, FaultKind.reset})
+
+
+class _WithoutLegacyLoginDataWarning(logging.Filter):
+    """aiosmtpd sets its own deprecated `Session.login_data` on every AUTH and then warns
+    about it, once per authenticated session: thousands of lines of noise in a fan-out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Session.login_data is deprecated" not in record.getMessage()
+
+
+logging.getLogger("mail.log").addFilter(_WithoutLegacyLoginDataWarning())
 
 
 @dataclass(frozen=True)
