@@ -128,6 +128,17 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
     and it sends basic auth as a header, because aiohttp 3.14 deprecates the BasicAuth object
     the stock client builds (a DeprecationWarning on every request, an error in aiohttp 4)."""
 
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        # The stock client formats every request's URL, parameters and headers line by line
+        # even when nobody listens; and what it writes (numbers, message text) is for a debug
+        # session, never for the service's logs.
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Response) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            super().log_response(status_code, response)
+
     async def request(
         self,
         method: str,
