@@ -15,6 +15,7 @@ account's recent posts.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import html
@@ -22,15 +23,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from json import JSONDecodeError
 from typing import Any, ClassVar, Final
 from unicodedata import normalize
 
 import aiohttp
 import tweepy.errors
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tweepy.asynchronous import AsyncClient
 from yarl import URL
 
@@ -55,6 +56,7 @@ from channels.base import (
     WebhookRejected,
 )
 from channels.x_text import MAX_PARTS, MAX_WEIGHTED_LENGTH, render_alert, weighted_length
+from channels.x_timeline import MAX_PAGES_CEILING, PAGE_SIZE, find_in_window, pages_back
 
 __all__ = [
     "API_ORIGIN",
@@ -79,9 +81,6 @@ _TWEET_FIELDS: Final = [
     "referenced_tweets",
 ]
 _PAGE_SIZE: Final = 100
-# Reconciliation looks this far back in the account's own timeline: an ambiguous post is minutes
-# old, and even a busy county account does not post 200 times in that while.
-_TIMELINE_PAGES: Final = 2
 # X returns at most 800 mentions after a since_id; ten pages of 100 always reach the cursor.
 _MENTION_PAGES: Final = 10
 # Replies start with the handles they answer ("@CountyAlerts ..."); X's apps hide them and so do we.
@@ -122,6 +121,13 @@ class XSettings(TargetSettings):
     # The account's numeric id (mentions and timeline lookups need it). Left out, it is read from
     # the access token, which X issues as "<user id>-<random>", or asked of GET /2/users/me.
     user_id: str | None = None
+    # How far back find_published reads the account's posts after an ambiguous failure (X's
+    # start_time): every post in this window is compared, however many there are.
+    reconcile_window_minutes: int = Field(default=180, ge=1, le=7 * 24 * 60)
+    # At most this many pages of 100 per lookup. X lets an account post 100 times per 15
+    # minutes, so 15 pages hold a 180-minute window even at that pace; a lookup that needs more
+    # fails as a TransientError (looked up again later), never as "not found" (posted twice).
+    reconcile_max_pages: int = Field(default=15, ge=1, le=MAX_PAGES_CEILING)
 
 
 def crc_response_token(consumer_secret: str, crc_token: str) -> str:
@@ -220,20 +226,20 @@ class XChannel(Channel):
     async def find_published(
         self, post: Post, key: str, *, recipient: str | None = None
     ) -> Receipt | None:
-        """X has no idempotency keys: look for exactly this text among the account's recent
-        posts; a later part of a thread must also be a reply to one of the account's posts, and
-        a first part must not be a reply at all."""
-        tweets = await self._own_recent_tweets()
-        own = {tweet.id for tweet in tweets}
+        """X has no idempotency keys: look for exactly this text among everything the account
+        posted in the last `reconcile_window_minutes`, however many posts that is (up to
+        `reconcile_max_pages` pages, past which the lookup is a TransientError, never "not
+        found"). A later part of a thread must also be a reply to one of the account's posts,
+        and a first part must not be a reply at all."""
+        start = datetime.now(UTC) - timedelta(minutes=self.settings.reconcile_window_minutes)
         wanted = _comparable(post.text)
-        for tweet in tweets:  # newest first
-            if _comparable(tweet.display_text()) != wanted:
-                continue
-            parent = tweet.replied_to()
-            if (post.part == 1) != (parent is None) or (parent is not None and parent not in own):
-                continue
-            return self._receipt(tweet.id, post, parent)
-        return None
+        found = await find_in_window(
+            self._own_tweets(f"reconciling {key!r}", start_time=start),
+            lambda tweet: _comparable(tweet.display_text()) == wanted,
+            first_part=post.part == 1,
+            window_start=start,
+        )
+        return None if found is None else self._receipt(found.id, post, found.replied_to())
 
     # --- cancel and correct ------------------------------------------------------------------
 
@@ -286,11 +292,16 @@ class XChannel(Channel):
         ids = [receipt.external_id]
         if whole_thread:
             # Later parts are replies in the first part's conversation, made by this account.
-            ids += [
-                tweet.id
-                for tweet in reversed(await self._own_recent_tweets())
-                if tweet.conversation_id == receipt.external_id and tweet.id != receipt.external_id
-            ]
+            # They are newer than the first part: read back to it (since_id), not further.
+            later = self._own_tweets("finding the thread's parts", since_id=receipt.external_id)
+            async with contextlib.aclosing(later) as pages:
+                newest_first = [
+                    tweet.id
+                    async for page in pages
+                    for tweet in page
+                    if tweet.conversation_id == receipt.external_id
+                ]
+            ids += reversed(newest_first)
         client = self._api()
         for tweet_id in ids:
             try:
@@ -426,16 +437,21 @@ class XChannel(Channel):
             self._user_id = me.data.id
         return self._user_id
 
-    async def _own_recent_tweets(self) -> list[_Tweet]:
-        user_id = await self._account_id()
-        client = self._api()
-        tweets: list[_Tweet] = []
-        token: str | None = None
-        for _ in range(_TIMELINE_PAGES):
+    def _own_tweets(
+        self, why: str, *, start_time: datetime | None = None, since_id: str | None = None
+    ) -> AsyncGenerator[list[_Tweet], None]:
+        """The account's posts, newest first, page by page, back to `start_time` or `since_id`
+        (exclusive), at most `reconcile_max_pages` pages (then a TransientError)."""
+        where = f"X {why} for target {self.target.name!r}"
+
+        async def fetch(token: str | None) -> tuple[tuple[_Tweet, ...], str | None]:
+            user_id = await self._account_id()
             try:
-                answer = await client.get_users_tweets(
+                answer = await self._api().get_users_tweets(
                     user_id,
-                    max_results=_PAGE_SIZE,
+                    start_time=start_time,
+                    since_id=since_id,
+                    max_results=PAGE_SIZE,
                     pagination_token=token,
                     tweet_fields=_TWEET_FIELDS,
                     user_auth=True,
@@ -443,13 +459,11 @@ class XChannel(Channel):
                 page = _Page.model_validate(answer)
             except Exception as error:
                 raise await self._error(
-                    error, "reading the account's recent posts", write=False
+                    error, f"{why}: reading the account's posts", write=False
                 ) from error
-            tweets += page.data
-            token = page.meta.next_token
-            if token is None:
-                break
-        return tweets
+            return page.data, page.meta.next_token
+
+        return pages_back(fetch, max_pages=self.settings.reconcile_max_pages, where=where)
 
     def _receipt(self, tweet_id: str, post: Post, parent: str | None) -> Receipt:
         return Receipt(

@@ -24,9 +24,9 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, quote, unquote
@@ -51,6 +51,11 @@ _SNOWFLAKE_EPOCH_MS: Final = 1288834974657
 _TIMESTAMP_WINDOW: Final = 300  # seconds an OAuth timestamp may be off, as X allows
 _WINDOW_15_MIN: Final = 15 * 60
 _WINDOW_24_H: Final = 24 * 60 * 60
+# How far back X serves: a user timeline's newest 3,200 posts (800 with exclude=replies), an
+# account's newest 800 mentions.
+_TIMELINE_DEPTH: Final = 3200
+_REPLIES_EXCLUDED_DEPTH: Final = 800
+_MENTIONS_DEPTH: Final = 800
 
 
 @dataclass
@@ -172,6 +177,15 @@ class XEmulator(Emulator):
 
     def channel(self, target: Target) -> Channel:
         return XChannel(target)  # the adapter reroutes to target.settings.base_url itself
+
+    def seed_posts(
+        self, texts: list[str], *, at: datetime | None = None, reply_to: str | None = None
+    ) -> list[str]:
+        """Posts the account made without this adapter (another tool, a person at the
+        console), oldest first, at `at` (now if None; earlier for posts made hours ago), each
+        replying to `reply_to` if given; their ids."""
+        parent = self.tweets.get(reply_to) if reply_to else None
+        return [self._store(text, self.account.id, parent, at).id for text in texts]
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         routes: list[tuple[str, str, str, bool, _Handler]] = [
@@ -376,7 +390,7 @@ class XEmulator(Emulator):
             if tweet.author_id != self.account.id
             and (self._is_own(tweet.reply_to) or handle in tweet.text.lower())
         ]
-        return self._page(request, found)
+        return self._page(request, found, depth=_MENTIONS_DEPTH)
 
     async def _timeline(self, request: web.Request, _caller: _Caller) -> web.Response:
         user_id = self._known_user(request)
@@ -386,7 +400,8 @@ class XEmulator(Emulator):
             for tweet in self.tweets.values()
             if tweet.author_id == user_id and not ("replies" in exclude and tweet.reply_to)
         ]
-        return self._page(request, found)
+        depth = _REPLIES_EXCLUDED_DEPTH if "replies" in exclude else _TIMELINE_DEPTH
+        return self._page(request, found, depth=depth)
 
     async def _no_such_page(self, request: web.Request) -> web.Response:
         body = {"errors": [{"message": "Sorry, that page does not exist", "code": 34}]}
@@ -435,13 +450,15 @@ class XEmulator(Emulator):
 
     # --- state -----------------------------------------------------------------------------------
 
-    def _store(self, text: str, author_id: str, parent: _Tweet | None) -> _Tweet:
-        tweet_id = self._next_id()
+    def _store(
+        self, text: str, author_id: str, parent: _Tweet | None, at: datetime | None = None
+    ) -> _Tweet:
+        tweet_id = self._next_id() if at is None else self._id_at(at)
         tweet = _Tweet(
             id=tweet_id,
             text=text,
             author_id=author_id,
-            created_at=datetime.now(UTC),
+            created_at=at or datetime.now(UTC),
             reply_to=parent.id if parent else None,
             conversation_id=parent.conversation_id if parent else tweet_id,
         )
@@ -453,6 +470,14 @@ class XEmulator(Emulator):
         now_ms = int(time.time() * 1000) - _SNOWFLAKE_EPOCH_MS
         self._last_id = max(now_ms << 22, self._last_id + 1)
         return str(self._last_id)
+
+    def _id_at(self, at: datetime) -> str:
+        """A snowflake for a post made at `at`: its time in the high bits, unique in the rest."""
+        base = (int(at.timestamp() * 1000) - _SNOWFLAKE_EPOCH_MS) << 22
+        sequence = 0
+        while str(base + sequence) in self.tweets:
+            sequence += 1
+        return str(base + sequence)
 
     def _newest_own(self) -> _Tweet | None:
         own = [t for t in self.tweets.values() if t.author_id == self.account.id and not t.deleted]
@@ -493,9 +518,11 @@ class XEmulator(Emulator):
 
     # --- X's tweet objects -----------------------------------------------------------------------
 
-    def _page(self, request: web.Request, tweets: list[_Tweet]) -> web.Response:
-        """One page of a v2 timeline: newest first, since_id/until_id, max_results 5..100,
-        opaque pagination tokens, the requested tweet.fields and the author_id expansion."""
+    def _page(self, request: web.Request, tweets: list[_Tweet], *, depth: int) -> web.Response:
+        """One page of a v2 timeline: newest first, since_id/until_id, start_time/end_time
+        (inclusive, whole seconds), max_results 5..100, opaque pagination tokens, the requested
+        tweet.fields and the author_id expansion. Only the newest `depth` posts are served at
+        all (X: 3,200 of a user's posts, 800 mentions), whatever the filters."""
         query = request.query
         try:
             size = int(query.get("max_results", "10"))
@@ -513,11 +540,26 @@ class XEmulator(Emulator):
                     parameter="max_results",
                 )
             )
-        live = sorted(
-            (t for t in tweets if not t.deleted and since < int(t.id) < min(until, before)),
-            key=lambda t: int(t.id),
-            reverse=True,
-        )
+        start = _query_time(query, "start_time")
+        end = _query_time(query, "end_time")
+        if start is not None and end is not None and start >= end:
+            raise _Refused(
+                _invalid(
+                    f"Invalid 'start_time':'{query['start_time']}'. 'start_time' must be before "
+                    f"'end_time':'{query['end_time']}'",
+                    parameter="start_time",
+                )
+            )
+        servable = sorted(
+            (t for t in tweets if not t.deleted), key=lambda t: int(t.id), reverse=True
+        )[:depth]
+        live = [
+            t
+            for t in servable
+            if since < int(t.id) < min(until, before)
+            and (start is None or t.created_at >= start)
+            and (end is None or t.created_at < end + timedelta(seconds=1))
+        ]
         page, more = live[:size], len(live) > size
         if not page:
             return web.json_response({"meta": {"result_count": 0}})
@@ -715,6 +757,28 @@ def _wrapped(tweet: _Tweet) -> tuple[str, list[dict[str, Any]]]:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _query_time(query: Mapping[str, str], name: str) -> datetime | None:
+    """start_time/end_time: RFC 3339 in whole seconds (X refuses milliseconds there)."""
+    value = query.get(name)
+    if value is None:
+        return None
+    try:
+        if "." in value:
+            raise ValueError(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            raise ValueError(value)
+    except ValueError:
+        raise _Refused(
+            _invalid(
+                f"Invalid '{name}':'{value}'. '{name}' must be in the format "
+                "YYYY-MM-DDTHH:mm:ssZ (ISO 8601/RFC 3339)",
+                parameter=name,
+            )
+        ) from None
+    return moment.astimezone(UTC)
 
 
 def _iso_millis(moment: datetime) -> str:
