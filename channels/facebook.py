@@ -43,11 +43,11 @@ from channels.meta_graph import (
     answer_challenge,
     compose_alert_text,
     credential,
+    find_recent,
     graph_time,
     labels,
     new_comments,
     refuse_extras,
-    same_text,
     webhook_changes,
     webhook_json,
 )
@@ -140,18 +140,22 @@ class FacebookChannel(Channel):
     async def find_published(
         self, post: Post, key: str, *, recipient: str | None = None
     ) -> Receipt | None:
-        page = self.settings.page_id
-        recent = await self._graph.get(
-            f"{page}/posts",
-            f"searching Page {page}'s recent posts",
+        """Graph has no idempotency keys: look for exactly this text among every post the
+        Page made in the last `reconcile_window_minutes` (a TransientError, never None, when
+        that is more than `reconcile_max_pages` pages)."""
+        item = await find_recent(
+            self._graph,
+            f"{self.settings.page_id}/posts",
+            post.text,
+            self.settings,
+            text_field="message",
+            time_field="created_time",
             fields="id,message,created_time",
-            limit=self.settings.reconcile_recent_posts,
         )
-        for item in recent.get("data") or []:
-            if same_text(item.get("message"), post.text):
-                posted = graph_time(item["created_time"]) if item.get("created_time") else None
-                return self._receipt(str(item["id"]), posted, key=key, reconciled=True)
-        return None
+        if item is None:
+            return None
+        posted = graph_time(item["created_time"]) if item.get("created_time") else None
+        return self._receipt(str(item["id"]), posted, key=key, reconciled=True)
 
     async def retract(self, receipt: Receipt, cancel: AlertVersion) -> Receipt:
         text = self._replacement_text(cancel)

@@ -57,6 +57,7 @@ from channels.meta_graph import (
     answer_challenge,
     compose_alert_text,
     credential,
+    find_recent,
     graph_time,
     new_comments,
     refuse_extras,
@@ -200,24 +201,28 @@ class InstagramChannel(Channel):
     async def find_published(
         self, post: Post, key: str, *, recipient: str | None = None
     ) -> Receipt | None:
-        account = self.settings.ig_user_id
-        recent = await self._graph.get(
-            f"{account}/media",
-            "searching the account's recent posts",
+        """Look for exactly this caption among every post the account made in the last
+        `reconcile_window_minutes` (a TransientError, never None, when that is more than
+        `reconcile_max_pages` pages; with Instagram's 100 posts a day it is one page)."""
+        item = await find_recent(
+            self._graph,
+            f"{self.settings.ig_user_id}/media",
+            post.text,
+            self.settings,
+            text_field="caption",
+            time_field="timestamp",
             fields="id,caption,timestamp,permalink",
-            limit=self.settings.reconcile_recent_posts,
         )
-        for item in recent.get("data") or []:
-            if same_text(item.get("caption"), post.text):
-                return Receipt(
-                    self.name,
-                    self.target.name,
-                    str(item["id"]),
-                    item.get("permalink"),
-                    graph_time(item["timestamp"]) if item.get("timestamp") else None,
-                    {"key": key, "reconciled": True},
-                )
-        return None
+        if item is None:
+            return None
+        return Receipt(
+            self.name,
+            self.target.name,
+            str(item["id"]),
+            item.get("permalink"),
+            graph_time(item["timestamp"]) if item.get("timestamp") else None,
+            {"key": key, "reconciled": True},
+        )
 
     async def retract(self, receipt: Receipt, cancel: AlertVersion) -> Receipt:
         comment_id, comment_error = await self._ensure_correction_comment(receipt, cancel)

@@ -30,9 +30,10 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from pydantic import Field
@@ -64,6 +65,7 @@ with warnings.catch_warnings():
 __all__ = [
     "GRAPH_URL",
     "GRAPH_VERSION",
+    "RECONCILE_PAGE_CAP",
     "CommentCursor",
     "GraphClient",
     "GraphSession",
@@ -71,6 +73,7 @@ __all__ = [
     "answer_challenge",
     "compose_alert_text",
     "credential",
+    "find_recent",
     "graph_error",
     "graph_time",
     "labels",
@@ -87,6 +90,8 @@ GRAPH_URL: Final[str] = facebook.FACEBOOK_GRAPH_URL  # "https://graph.facebook.c
 # facebook-sdk's constructor only accepts 2.8..3.1 (long retired): set after construction.
 GRAPH_VERSION: Final = "v21.0"
 SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
+# TransientError.code when find_recent needs more pages than it may read.
+RECONCILE_PAGE_CAP: Final = "reconcile-page-cap"
 
 
 class MetaSettings(TargetSettings):
@@ -95,8 +100,16 @@ class MetaSettings(TargetSettings):
     # How many of the account's newest posts fetch_inbound reads comments from (one Graph call
     # each): the webhook is the main path, polling the fallback.
     poll_recent_posts: int = Field(default=5, ge=1, le=25)
-    # How many of the newest posts find_published searches for the exact text.
-    reconcile_recent_posts: int = Field(default=25, ge=1, le=100)
+    # find_published compares every post the account made in this many minutes (Graph's
+    # `since`) with the text, however many posts that is.
+    reconcile_window_minutes: int = Field(default=180, ge=1, le=7 * 24 * 60)
+    # Posts per page while it looks (Graph's `limit`, at most 100). The name is older than the
+    # window: it once bounded the whole search.
+    reconcile_recent_posts: int = Field(default=100, ge=1, le=100)
+    # Pages per lookup: 10 pages of 100 hold a Page posting every 11 seconds for three hours.
+    # A lookup that needs more fails as a TransientError (looked up again later), never as
+    # "not found", which would post the alert twice.
+    reconcile_max_pages: int = Field(default=10, ge=1, le=50)
 
 
 def credential(target: Target, name: str) -> str:
@@ -518,6 +531,66 @@ def same_text(published: object, text: str) -> bool:
         return "\n".join(line.rstrip() for line in value.replace("\r\n", "\n").split("\n")).strip()
 
     return norm(published) == norm(text)
+
+
+def _following(page: Mapping[str, Any]) -> dict[str, str | int] | None:
+    """The query of the page after `page`, from paging.next (cursor-based answers carry
+    `after`, time-based ones `until` and `__paging_token`), without the access token and
+    proof in it: our client adds its own. None on the last page."""
+    paging = page.get("paging")
+    following = paging.get("next") if isinstance(paging, Mapping) else None
+    if not isinstance(following, str) or not following:
+        return None
+    query = parse_qsl(urlsplit(following).query, keep_blank_values=True)
+    return {key: value for key, value in query if key not in ("access_token", "appsecret_proof")}
+
+
+async def find_recent(
+    client: GraphClient,
+    edge: str,
+    text: str,
+    settings: MetaSettings,
+    *,
+    text_field: str,
+    time_field: str,
+    fields: str,
+) -> Mapping[str, Any] | None:
+    """The newest item of `edge` (a Page's posts, an account's media) whose `text_field` is
+    `text`, among everything made in the last `reconcile_window_minutes`.
+
+    Exact within the window: pages are read until Graph has no next page, and when that is more
+    than `reconcile_max_pages` pages the lookup raises a TransientError rather than answering
+    None, which the dispatcher would take as "not posted" and post again. Graph may answer an
+    empty page that still has a next one (visibility filtering), so only a missing `next`, or
+    items older than the window, end the search."""
+    start = datetime.now(UTC) - timedelta(minutes=settings.reconcile_window_minutes)
+    params: dict[str, str | int] = {
+        "fields": fields,
+        "since": int(start.timestamp()),
+        "limit": settings.reconcile_recent_posts,
+    }
+    what = f"looking for the post among {edge} of the last {settings.reconcile_window_minutes} min"
+    for _ in range(settings.reconcile_max_pages):
+        page = await client.get(edge, what, **params)
+        past_window = False
+        for item in page.get("data") or []:
+            if not isinstance(item, Mapping):
+                continue
+            if same_text(item.get(text_field), text):
+                return item
+            at = item.get(time_field)
+            # A backstop should Graph ever ignore `since`: nothing older is looked at.
+            past_window = past_window or (at is not None and graph_time(at) < start)
+        following = _following(page)
+        if following is None or past_window:
+            return None
+        params = following
+    raise TransientError(
+        f"{client.where}: {what}: more than {settings.reconcile_max_pages} pages of "
+        f'{settings.reconcile_recent_posts}; not answering "not found" without having looked '
+        "at them all: look again later (or raise reconcile_max_pages)",
+        code=RECONCILE_PAGE_CAP,
+    )
 
 
 # --- polling cursor ----------------------------------------------------------------------------

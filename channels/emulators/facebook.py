@@ -151,6 +151,17 @@ class FacebookEmulator(MetaGraphEmulator):
         await self.deliver_webhook(changes)
         return made
 
+    def seed_posts(self, texts: list[str], *, at: datetime | None = None) -> list[str]:
+        """Posts the Page made without this adapter (Meta Business Suite, another tool),
+        oldest first, at `at` (now if None; earlier for posts made hours ago); their ids."""
+        made: list[str] = []
+        for text in texts:
+            created = (at or now_seconds()).replace(microsecond=0)
+            post = _Post(f"{PAGE_ID}_{self.new_id()}", text, created, created)
+            self.posts[post.id] = post
+            made.append(post.id)
+        return made
+
     def reset_state(self) -> None:
         super().reset_state()
         self.posts.clear()
@@ -175,8 +186,13 @@ class FacebookEmulator(MetaGraphEmulator):
             return self._create_post(call)
         if call.edge in ("feed", "posts", "published_posts") and call.method == "GET":
             fields = call.fields(("id", "message", "created_time"))
-            newest_first = [only(p.as_graph(), fields) for p in reversed(self.posts.values())]
-            return web.json_response(self.page(call, newest_first))
+            newest_first = sorted(self.posts.values(), key=_age, reverse=True)
+            chosen = self.timed(
+                call, [(p.created, only(p.as_graph(), fields)) for p in newest_first]
+            )
+            if isinstance(chosen, web.Response):
+                return chosen
+            return web.json_response(self.page(call, chosen))
         return None
 
     def _create_post(self, call: GraphCall) -> web.Response:
@@ -260,6 +276,11 @@ class FacebookEmulator(MetaGraphEmulator):
             self.record("post", id=comment.id, text=message, reply_to=post.id)
             return web.json_response({"id": comment.id})
         return None
+
+
+def _age(post: _Post) -> tuple[datetime, int]:
+    # Graph's order: by creation time, then (within one second) by id, which grows.
+    return post.created, int(post.id.split("_", 1)[1])
 
 
 def _webhook_value(comment: _Comment, post: _Post) -> dict[str, Any]:

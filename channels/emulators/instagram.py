@@ -213,6 +213,18 @@ class InstagramEmulator(MetaGraphEmulator):
         await self.deliver_webhook(changes)
         return made
 
+    def seed_posts(self, texts: list[str], *, at: datetime | None = None) -> list[str]:
+        """Posts the account made without this adapter (the Instagram app), oldest first, at
+        `at` (now if None; earlier for posts made hours ago); their ids. Outside the
+        publishing quota, as posts made in the app are."""
+        made: list[str] = []
+        for text in texts:
+            created = (at or now_seconds()).replace(microsecond=0)
+            media = _Media(self.new_id(), text, f"{self.url}/seeded.jpg", created)
+            self.media[media.id] = media
+            made.append(media.id)
+        return made
+
     def reset_state(self) -> None:
         super().reset_state()
         self.containers.clear()
@@ -262,8 +274,13 @@ class InstagramEmulator(MetaGraphEmulator):
             return self._publish(call)
         if call.edge == "media" and call.method == "GET":
             fields = call.fields(("id",))
-            newest_first = [only(m.as_graph(), fields) for m in reversed(self.media.values())]
-            return web.json_response(self.page(call, newest_first))
+            newest_first = sorted(self.media.values(), key=_age, reverse=True)
+            chosen = self.timed(
+                call, [(m.created, only(m.as_graph(), fields)) for m in newest_first]
+            )
+            if isinstance(chosen, web.Response):
+                return chosen
+            return web.json_response(self.page(call, chosen))
         if call.edge == "content_publishing_limit" and call.method == "GET":
             used = self._quota_used()
             return web.json_response(
@@ -427,6 +444,11 @@ class InstagramEmulator(MetaGraphEmulator):
             self.record("post", id=comment.id, text=message, reply_to=media.id)
             return web.json_response({"id": comment.id})
         return None
+
+
+def _age(media: _Media) -> tuple[datetime, int]:
+    # Newest first by creation time, then (within one second) by id, which grows.
+    return media.created, int(media.id)
 
 
 def _media_fetch_failed(url: str) -> web.Response:

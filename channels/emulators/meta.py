@@ -273,6 +273,34 @@ class MetaGraphEmulator(Emulator):
 
     # --- paging --------------------------------------------------------------------------------
 
+    def timed(
+        self, call: GraphCall, items: Sequence[tuple[datetime, dict[str, Any]]]
+    ) -> list[dict[str, Any]] | web.Response:
+        """Graph's time-based filters on an edge of dated objects: `since` and `until`, each a
+        unix timestamp or a date Graph can parse, both inclusive. `items` newest first; an
+        unreadable value is Graph's invalid-parameter error."""
+        bounds: dict[str, datetime] = {}
+        for name in ("since", "until"):
+            value = call.params.get(name)
+            if value is None:
+                continue
+            moment = _graph_moment(value)
+            if moment is None:
+                return graph_error_response(
+                    400,
+                    f"(#100) The value of the parameter {name} ({value}) is not a valid unix "
+                    "timestamp or strtotime parsable date",
+                    100,
+                    kind="OAuthException",
+                )
+            bounds[name] = moment
+        since, until = bounds.get("since"), bounds.get("until")
+        return [
+            item
+            for at, item in items
+            if (since is None or at >= since) and (until is None or at <= until)
+        ]
+
     def page(self, call: GraphCall, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """One page of `items` with Graph's cursors; `next` carries the access token, as
         Graph's does (facebook-sdk's get_all_connections deletes it from the next call)."""
@@ -344,6 +372,19 @@ class MetaGraphEmulator(Emulator):
 def only(item: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     """The requested fields of an object (Graph always includes id)."""
     return {key: item[key] for key in ("id", *fields) if key in item}
+
+
+def _graph_moment(value: str) -> datetime | None:
+    """A `since`/`until` value: unix seconds, or an ISO 8601 date or date-time (UTC if bare)."""
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _bearer(header: str | None) -> str | None:
