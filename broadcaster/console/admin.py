@@ -24,19 +24,20 @@ from broadcaster.console.alert_forms import text
 from broadcaster.console.housekeeping import purge as purge_console
 from broadcaster.console.pages import Pages, Viewer, see_other
 from broadcaster.console.render import render_page
-from broadcaster.dispatch import control
+from broadcaster.dispatch import control, status
 from broadcaster.storage.schema import audit_log, channel_state, deliveries, reports
 from broadcaster.storage.schema import users as user_table
 from broadcaster.triage.runtime import TRIAGE
 from broadcaster.users import UserError
 from broadcaster.web_errors import ApiError
-from broadcaster.web_keys import ENGINE, SETTINGS
+from broadcaster.web_keys import ENGINE, OUTBOX, SETTINGS
 
 pages = Pages()
 USERS = Permission.manage_users
 CHANNELS = Permission.manage_channels
 AUDIT = Permission.view_audit
 AUDIT_PAGE: Final = 100
+DEAD_LETTERS_SHOWN: Final = 50  # the newest; the API pages through the rest
 
 
 async def _audit(
@@ -243,9 +244,44 @@ async def _channels(request: web.Request) -> list[dict[str, Any]]:
 
 @pages.page("GET", "/console/admin/channels", title="Channels", permission=CHANNELS)
 async def channels_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    async with request.app[ENGINE].connect() as connection:
+        given_up = await status.delivery_list(connection, "dead", DEAD_LETTERS_SHOWN, None)
     return render_page(
-        request, "channels.html", viewer, title="Channels", targets=await _channels(request)
+        request,
+        "channels.html",
+        viewer,
+        title="Channels",
+        targets=await _channels(request),
+        dead=given_up.deliveries,
+        dead_shown=DEAD_LETTERS_SHOWN,
     )
+
+
+@pages.page(
+    "POST",
+    "/console/admin/deliveries/{delivery_id}/requeue",
+    title="Try a delivery again",
+    permission=CHANNELS,
+)
+async def requeue(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    text_id = request.match_info["delivery_id"]
+    if not text_id.isdigit() or len(text_id) > 18:
+        raise ApiError(404, "Not found", f"no delivery {text_id[:40]!r}")
+    try:
+        async with request.app[ENGINE].begin() as connection:
+            await control.requeue(
+                connection,
+                int(text_id),
+                _who(viewer),
+                request.app[SESSIONS].clock(),
+                request.app[OUTBOX].wake,
+            )
+    except control.DeliveryNotFound as error:
+        raise ApiError(404, "Not found", str(error)) from None
+    except control.NotDead:
+        # Requeued already (a double click, or another administrator): nothing more to do.
+        return see_other("/console/admin/channels?done=requeued_already")
+    return see_other("/console/admin/channels?done=requeued")
 
 
 def _who(viewer: Viewer) -> control.Who:

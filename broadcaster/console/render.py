@@ -88,6 +88,8 @@ NOTICES: Final = {
     "correction": "Correction drafted from the template. Complete it, check it, submit it.",
     "paused": "Channel paused. Nothing more is sent to it until it is resumed.",
     "resumed": "Channel resumed. Held deliveries are queued again.",
+    "requeued": "Queued again with a fresh set of tries (held instead, if its channel is paused).",
+    "requeued_already": "That delivery was already queued again; nothing more to do.",
     "user_added": "Person added. Give them their password in person or by phone.",
     "user_changed": "Saved. Their open sessions were ended.",
     "report_done": "Done.",

@@ -8,13 +8,14 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from broadcaster.alerts.service import Actor
 from broadcaster.emulated import start_emulated_platforms
-from broadcaster.storage.schema import audit_log, channel_state, reports
+from broadcaster.storage.schema import alert_versions, audit_log, channel_state, deliveries, reports
 from broadcaster.storage.schema import users as user_table
 from broadcaster.targets import Directory
-from broadcaster.web_keys import ENGINE
+from broadcaster.web_keys import ALERTS, ENGINE
 from tests.console.conftest import Console
 
 
@@ -156,3 +157,60 @@ async def test_a_report_is_worked_from_its_page(console: Console) -> None:
         "Smoke in the school gym"
         not in await (await console.get("/console/reports/rows", "responder")).text()
     )
+
+
+async def _released_alert(console: Console) -> int:
+    """A live boil-water alert, drafted, submitted and approved through the service."""
+    service = console.app[ALERTS]
+    template = service.rules.templates.get("boil-water")
+    values = {name: f"the {name}" for name in template.placeholders} | {"area": "Riverside"}
+    content = service.from_template("boil-water", values, ["x", "mastodon"])
+    officer = Actor(console.people["officer"])
+    drafted = await service.draft(officer, content)
+    submitted = await service.submit(officer, drafted.alert_id)
+    async with console.app[ENGINE].connect() as connection:
+        content_hash = await connection.scalar(
+            select(alert_versions.c.content_hash).where(alert_versions.c.id == submitted.version_id)
+        )
+    approver = Actor(console.people["approver2"], second_factor_at=console.clock())
+    await service.approve(approver, drafted.alert_id, str(content_hash))
+    return drafted.alert_id
+
+
+async def test_given_up_deliveries_are_listed_with_the_reason_and_can_be_tried_again(
+    console: Console,
+) -> None:
+    alert_id = await _released_alert(console)
+    async with console.app[ENGINE].begin() as connection:
+        given_up = await connection.scalar(
+            update(deliveries)
+            .where(deliveries.c.target == "x-live")
+            .values(state="dead", last_error="gave up after 8 tries: 503 Service Unavailable")
+            .returning(deliveries.c.id)
+        )
+    await console.sign_in_directly("admin")
+    html = await (await console.get("/console/admin/channels", "admin")).text()
+    assert "503 Service Unavailable" in html
+    assert f'href="/console/alerts/{alert_id}"' in html
+    assert f"/console/admin/deliveries/{given_up}/requeue" in html
+
+    # Officers see the board but may not send things again; nobody may without CSRF.
+    await console.sign_in_directly("officer")
+    refused = await console.post(f"/console/admin/deliveries/{given_up}/requeue", "officer")
+    assert refused.status == 403
+    again = await console.post(f"/console/admin/deliveries/{given_up}/requeue", "admin")
+    assert again.headers["Location"] == "/console/admin/channels?done=requeued"
+    async with console.app[ENGINE].connect() as connection:
+        row = (
+            await connection.execute(select(deliveries).where(deliveries.c.id == given_up))
+        ).one()
+    assert (row.state, row.attempts) == ("queued", 0)
+    assert (await _actions(console))[-1] == "delivery.requeue"
+    twice = await console.post(f"/console/admin/deliveries/{given_up}/requeue", "admin")
+    assert twice.headers["Location"] == "/console/admin/channels?done=requeued_already"
+    html = await (await console.get("/console/admin/channels", "admin")).text()
+    assert "Nothing has been given up on." in html
+    missing = await console.post("/console/admin/deliveries/99999999/requeue", "admin")
+    assert missing.status == 404
+    nonsense = await console.post("/console/admin/deliveries/9x/requeue", "admin")
+    assert nonsense.status == 404
