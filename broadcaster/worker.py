@@ -13,12 +13,25 @@ import secrets
 import socket
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from broadcaster.settings import WorkerSettings
 from broadcaster.storage.schema import workers
 
 log = logging.getLogger(__name__)
+
+
+# Registering and signing off wait out a busy database (SQLite's write lock held past its busy
+# timeout by other processes, PostgreSQL restarting) rather than end the process over it.
+def _patiently() -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(OperationalError),
+        stop=stop_after_attempt(5),
+        wait=wait_fixed(1.0),
+        reraise=True,
+    )
 
 
 def new_worker_id() -> str:
@@ -33,17 +46,19 @@ class WorkerPresence:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        now = datetime.now(UTC)
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                workers.insert().values(
-                    id=self.id,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    started_at=now,
-                    heartbeat_at=now,
-                )
-            )
+        async for attempt in _patiently():
+            with attempt:
+                now = datetime.now(UTC)
+                async with self.engine.begin() as connection:
+                    await connection.execute(
+                        workers.insert().values(
+                            id=self.id,
+                            host=socket.gethostname(),
+                            pid=os.getpid(),
+                            started_at=now,
+                            heartbeat_at=now,
+                        )
+                    )
         self._task = asyncio.create_task(self._beat(), name=f"heartbeat {self.id}")
         log.info("worker %s started", self.id, extra={"worker": self.id})
 
@@ -64,8 +79,12 @@ class WorkerPresence:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                workers.update().where(workers.c.id == self.id).values(stopped_at=datetime.now(UTC))
-            )
+        async for attempt in _patiently():
+            with attempt:
+                async with self.engine.begin() as connection:
+                    await connection.execute(
+                        workers.update()
+                        .where(workers.c.id == self.id)
+                        .values(stopped_at=datetime.now(UTC))
+                    )
         log.info("worker %s stopped", self.id, extra={"worker": self.id})
