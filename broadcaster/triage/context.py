@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.alert import AlertContent, Area, MsgType, Status
@@ -57,7 +57,15 @@ class AlertContext:
             by_channel.setdefault(channel, set()).add(post_id)
         if not by_channel:
             return {}
-        rows = await connection.execute(  # one query for every channel: see pipeline._existing
+        if connection.dialect.name == "postgresql":
+            # Two arrays: the same statement for any number of posts (see triage.batch_sql).
+            pairs = [(channel, post) for channel, posts in by_channel.items() for post in posts]
+            rows = await connection.execute(
+                _ANSWERED_PG,
+                {"channels": [pair[0] for pair in pairs], "posts": [pair[1] for pair in pairs]},
+            )
+            return {(row.channel, row.external_id): row.alert_id for row in rows}
+        rows = await connection.execute(  # one query for every channel: see batch_sql.existing
             select(deliveries.c.channel, deliveries.c.external_id, alert_versions.c.alert_id)
             .join(alert_versions, alert_versions.c.id == deliveries.c.version_id)
             .where(
@@ -73,6 +81,15 @@ class AlertContext:
             )
         )
         return {(row.channel, row.external_id): row.alert_id for row in rows}
+
+
+_ANSWERED_PG = text(
+    "SELECT deliveries.channel, deliveries.external_id, alert_versions.alert_id"
+    " FROM deliveries"
+    " JOIN unnest(CAST(:channels AS TEXT[]), CAST(:posts AS TEXT[])) AS post(channel, id)"
+    " ON deliveries.channel = post.channel AND deliveries.external_id = post.id"
+    " JOIN alert_versions ON alert_versions.id = deliveries.version_id"
+)
 
 
 def inside(

@@ -151,6 +151,7 @@ class Ingestor:
                 type(error).__name__,
             )
             self.pipeline.invalidate()
+        self.pipeline.hold_connection()
         self._task = asyncio.create_task(self._run(), name="triage ingestion")
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
@@ -170,6 +171,7 @@ class Ingestor:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        await self.pipeline.release()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written (tests, benchmarks)."""

@@ -16,17 +16,19 @@ responder reads is filled in from the incident's count when the report is read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broadcaster.storage.schema import incidents, reports, users
+from broadcaster.storage.schema import incidents, reports
+from broadcaster.triage import batch_sql
+from broadcaster.triage.batch_sql import any_of, none_of
 from broadcaster.triage.clustering import Cluster, ClusterIndex
 from broadcaster.triage.context import AlertContext, inside
 from broadcaster.triage.normalise import NewReport, Normaliser
@@ -47,7 +49,6 @@ from broadcaster.triage.views import ReportOut, report_out
 __all__ = ["Ingested", "Pipeline"]
 
 log = logging.getLogger(__name__)
-_LOOKUP_CHUNK = 400  # keys per IN (...) lookup
 _TITLE = 120
 
 
@@ -76,6 +77,44 @@ class Pipeline:
             clustering.max_distance_km,
         )
         self._dirty = True  # rebuild the index from the database before the first batch
+        self._hold = False
+        self._held: AsyncConnection | None = None
+
+    def hold_connection(self) -> None:
+        """Keep one connection for the batches (PostgreSQL; called by the ingestion writer).
+
+        Taking one from the pool for each batch costs three round trips for the pool's
+        liveness check (BEGIN, a ping, ROLLBACK), and the writer waits behind the web requests
+        at each. A held connection that breaks fails its batch, which is retried on a fresh
+        one (the batch stays queued). SQLite keeps taking it per batch: it has one connection
+        per process, which the rest of the service shares.
+        """
+        self._hold = self.engine.dialect.name == "postgresql"
+
+    async def release(self) -> None:
+        """Give the held connection back to the pool (when the writer stops)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await held.close()
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        if not self._hold:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        if self._held is None:
+            self._held = await self.engine.connect()
+        try:
+            async with self._held.begin():
+                yield self._held
+        except BaseException:
+            # It may be broken: discard it rather than hand it back to the pool.
+            held, self._held = self._held, None
+            if held is not None:
+                with contextlib.suppress(Exception):
+                    await held.invalidate()
+            raise
 
     async def warm(self, now: datetime) -> None:
         """Build the cluster index now (at start), not on the first report."""
@@ -97,10 +136,10 @@ class Pipeline:
         stored: dict[tuple[str, str], int] = {}
         changed: list[ReportOut] = []
         try:
-            async with self.engine.begin() as connection:
+            async with self._begin() as connection:
                 if self._dirty:
                     await self._rebuild(connection, now)
-                existing = await _existing(connection, list(unique))
+                existing = await batch_sql.existing(connection, list(unique))
                 fresh = sorted(
                     (report for key, report in unique.items() if key not in existing),
                     key=lambda report: report.received_at,
@@ -135,7 +174,7 @@ class Pipeline:
         answered = await AlertContext.answered(
             connection, [(r.source, r.in_reply_to) for r in fresh if r.in_reply_to]
         )
-        history = await _history(
+        history = await batch_sql.history(
             connection, {r.author_pseudonym for r in fresh if r.author_pseudonym}, now
         )
 
@@ -183,7 +222,7 @@ class Pipeline:
             cluster.priority = max(cluster.priority, priority)
             rows.append(_row(report, cluster, alert_id, priority, reasons, now))
 
-        inserted = await _insert_reports(connection, rows)
+        inserted = await batch_sql.insert_reports(connection, rows)
         for (report, cluster), row in zip(plan, rows, strict=True):
             report_id = inserted.get(report.key)
             row["id"] = report_id
@@ -194,7 +233,7 @@ class Pipeline:
         changed = [report_out(row, {}) for row in rows if row["id"] is not None] if show else []
         rescored = await self._rescore_grown(connection, clusters.values(), size_before, inserted)
         if show:
-            names = await _usernames(connection, {row["assigned_to"] for row in rescored})
+            names = await batch_sql.usernames(connection, {row["assigned_to"] for row in rescored})
             changed += [report_out(row, names) for row in rescored]
         return inserted, changed
 
@@ -302,9 +341,9 @@ class Pipeline:
             (
                 await connection.execute(
                     select(reports).where(
-                        reports.c.incident_id.in_(list(grown)),
+                        any_of(connection, reports.c.incident_id, list(grown)),
                         reports.c.state.in_([state.value for state in OPEN]),
-                        reports.c.id.not_in(list(new_ids)) if new_ids else true(),
+                        none_of(connection, reports.c.id, new_ids),
                     )
                 )
             )
@@ -439,74 +478,3 @@ def _row(
         "received_at": report.received_at,
         "updated_at": now,
     }
-
-
-async def _existing(
-    connection: AsyncConnection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
-    # (source = ? AND external_id IN (...)) OR ... for every source in one query, not a
-    # row-value IN: SQLite answers (source, external_id) IN (...) by scanning the whole index,
-    # but each OR term by a search of it. One query, not one per source: every statement is a
-    # trip to the database, and the writer waits behind the web requests at each one.
-    found: dict[tuple[str, str], int] = {}
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        by_source: dict[str, list[str]] = {}
-        for source, external_id in keys[start : start + _LOOKUP_CHUNK]:
-            by_source.setdefault(source, []).append(external_id)
-        rows = await connection.execute(
-            select(reports.c.id, reports.c.source, reports.c.external_id).where(
-                or_(
-                    *(
-                        and_(reports.c.source == source, reports.c.external_id.in_(ids))
-                        for source, ids in by_source.items()
-                    )
-                )
-            )
-        )
-        found.update(((row.source, row.external_id), row.id) for row in rows)
-    return found
-
-
-async def _insert_reports(
-    connection: AsyncConnection, rows: list[dict[str, Any]]
-) -> dict[tuple[str, str], int]:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(reports)
-        .on_conflict_do_nothing(index_elements=["source", "external_id"])
-        .returning(reports.c.id, reports.c.source, reports.c.external_id)
-    )
-    result = await connection.execute(statement, rows)
-    return {(row.source, row.external_id): row.id for row in result}
-
-
-async def _history(
-    connection: AsyncConnection, pseudonyms: set[str], now: datetime
-) -> dict[str, ReporterHistory]:
-    if not pseudonyms:
-        return {}
-    hour_ago = now - timedelta(hours=1)
-    rows = await connection.execute(
-        select(
-            reports.c.author_pseudonym,
-            func.sum(case((reports.c.state == ReportState.misinformation.value, 1), else_=0)),
-            func.sum(case((reports.c.state == ReportState.resolved.value, 1), else_=0)),
-            func.sum(case((reports.c.received_at >= hour_ago, 1), else_=0)),
-        )
-        .where(reports.c.author_pseudonym.in_(sorted(pseudonyms)))
-        .group_by(reports.c.author_pseudonym)
-    )
-    return {
-        row[0]: ReporterHistory(int(row[1] or 0), int(row[2] or 0), int(row[3] or 0))
-        for row in rows
-    }
-
-
-async def _usernames(connection: AsyncConnection, ids: set[int | None]) -> dict[int, str]:
-    wanted = sorted(i for i in ids if i is not None)
-    if not wanted:
-        return {}
-    rows = await connection.execute(
-        select(users.c.id, users.c.username).where(users.c.id.in_(wanted))
-    )
-    return {row.id: row.username for row in rows}
