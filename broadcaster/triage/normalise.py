@@ -10,6 +10,7 @@ reply needs it.
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -98,7 +99,7 @@ class Normaliser:
     ) -> NewReport:
         text = text.strip()[:MAX_TEXT]
         analysis: Analysis = self.rules.lexicon.analyse(text, language_hint)
-        if latitude is None or longitude is None:
+        if not _a_place_on_earth(latitude, longitude):
             latitude = longitude = None
             found_place = (
                 self.rules.gazetteer.lookup(place)
@@ -167,3 +168,15 @@ class Normaliser:
             in_reply_to=message.in_reply_to,
             url=message.url,
         )
+
+
+def _a_place_on_earth(latitude: float | None, longitude: float | None) -> bool:
+    # A platform's JSON may carry NaN or Infinity (Python's json reads them): that is no
+    # location, and it could not be stored (PostgreSQL's JSON has no NaN; the batch would be
+    # refused again at every retry, holding up every report behind it).
+    return (
+        latitude is not None
+        and longitude is not None
+        and math.isfinite(latitude)
+        and math.isfinite(longitude)
+    )

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -245,3 +245,58 @@ async def test_a_full_queue_refuses_before_accepting_anything(
     assert metrics.get_sample_value("broadcaster_triage_ingest_refused_total") == 1
     assert len(await waiting) == 100
     assert len(await parts.rows()) == 100
+
+
+async def test_a_batch_is_stored_in_the_order_received_with_its_details(parts: Parts) -> None:
+    # One statement writes the whole batch on PostgreSQL (the rows as one JSON document): ids
+    # must still follow received_at, and times, lists and reasons come back as they went in.
+    later = parts.report("b", "is the bridge open? 🌉", media=["https://m.example/1.jpg"])
+    earlier = parts.report(
+        "a", "trapped on the roof, injured", received_at=NOW - timedelta(minutes=1)
+    )
+    await parts.write(later, earlier)
+    first, second = await parts.rows()
+    assert (first["external_id"], second["external_id"]) == ("a", "b")
+    assert first["received_at"] == NOW - timedelta(minutes=1)
+    assert second["received_at"] == NOW
+    assert second["media"] == ["https://m.example/1.jpg"]
+    assert first["media"] is None
+    assert second["text"] == "is the bridge open? 🌉"
+    codes = {reason["code"] for reason in first["priority_reasons"]}  # type: ignore[attr-defined]
+    assert "life_safety" in codes
+    assert first["priority"] > second["priority"]  # type: ignore[operator]
+
+
+async def test_a_coordinate_that_is_not_a_number_is_no_location(parts: Parts) -> None:
+    [result], _ = await parts.write(
+        parts.report("nan", "flooded road", latitude=float("nan"), longitude=float("inf"))
+    )
+    assert result.created
+    [row] = await parts.rows()
+    assert (row["latitude"], row["longitude"]) == (None, None)
+
+
+async def test_a_connection_lost_between_batches_delays_a_report_but_loses_none(
+    parts: Parts, engine: AsyncEngine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the writer keeps a connection between batches on PostgreSQL only")
+    registry = CollectorRegistry()
+    metrics = TriageMetrics(registry)
+    queue = Ingestor(parts.pipeline, LiveHub(), metrics, lambda: NOW, queue_size=10)
+    await queue.start()
+    try:
+        await queue.submit([parts.report("1", "first")])
+        async with engine.connect() as connection:  # as a server restart or a proxy would
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        [result] = await queue.submit([parts.report("2", "second")])
+    finally:
+        await queue.stop()
+    assert result.created
+    assert [row["external_id"] for row in await parts.rows()] == ["1", "2"]
+    assert registry.get_sample_value("broadcaster_triage_ingest_write_failures_total") == 1
