@@ -97,7 +97,17 @@ class Normaliser:
         in_reply_to: str | None = None,
         url: str | None = None,
     ) -> NewReport:
-        text = text.strip()[:MAX_TEXT]
+        # Cleaned first: one value the database cannot store would fail its whole batch at
+        # every retry, holding up every report queued behind it.
+        text = storable(text).strip()[:MAX_TEXT]
+        external_id = storable(external_id)
+        author_id = storable(author_id) if author_id else author_id
+        author_name = storable(author_name) if author_name else author_name
+        contact = storable(contact) if contact else contact
+        place = storable(place) if place else place
+        media = [storable(link) for link in media]
+        in_reply_to = storable(in_reply_to) if in_reply_to else in_reply_to
+        url = storable(url) if url else url
         analysis: Analysis = self.rules.lexicon.analyse(text, language_hint)
         if not _a_place_on_earth(latitude, longitude):
             latitude = longitude = None
@@ -168,6 +178,19 @@ class Normaliser:
             in_reply_to=message.in_reply_to,
             url=message.url,
         )
+
+
+def storable(value: str) -> str:
+    """`value` without what neither database stores: NUL (PostgreSQL's text has none) and lone
+    surrogates (not UTF-8; a JSON "\\ud83d" cut from its pair reads as one), replaced by "?"."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 def _a_place_on_earth(latitude: float | None, longitude: float | None) -> bool:

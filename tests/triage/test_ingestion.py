@@ -300,3 +300,19 @@ async def test_a_connection_lost_between_batches_delays_a_report_but_loses_none(
     assert result.created
     assert [row["external_id"] for row in await parts.rows()] == ["1", "2"]
     assert registry.get_sample_value("broadcaster_triage_ingest_write_failures_total") == 1
+
+
+async def test_a_message_the_database_could_not_store_as_sent_is_cleaned_not_stuck(
+    parts: Parts,
+) -> None:
+    # A NUL (refused by PostgreSQL) or a lone surrogate (refused by both: not UTF-8) would fail
+    # the whole batch at every retry and hold up every report behind it.
+    sent = parts.report("nul\x00", "trapped\x00 on the roof \ud83d", author_name="Ann\x00")
+    [result, _second], _ = await parts.write(sent, parts.report("2", "bridge closed"))
+    assert result.created
+    first, second = await parts.rows()
+    assert (first["external_id"], first["text"]) == ("nul", "trapped on the roof ?")
+    assert first["author_name"] == "Ann"
+    assert second["text"] == "bridge closed"
+    [replayed], _ = await parts.write(sent)  # the same message again is still the same report
+    assert replayed == Ingested(result.report_id, False)
