@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 _S = DeliveryState
 T = TypeVar("T")
 
+# What a lookup (find_published) may take, in request timeouts: it pages back through the
+# account's recent posts. A lookup that times out is simply tried again later; it sent nothing.
+LOOKUP_REQUESTS = 4
 # A retraction waiting for the delivery it retracts to settle looks again this soon.
 RETRACT_WAIT_SECONDS = 0.5
 # Retract methods that are safe to repeat as they are: the same edit or delete twice changes
@@ -211,13 +214,16 @@ class Attempt:
             except PermanentError as error:
                 if error.code != "duplicate":
                     raise
-                # "Already posted" on a retry usually means an earlier try got through.
-                found = await self._call(adapter.find_published(post, key, recipient=job.recipient))
+                # "Already posted" on a retry usually means an earlier try got through. Until
+                # it is found, this part may be out: a lookup that fails leaves the next try
+                # only looking, never posting again.
+                job.reconcile_part = post.part
+                found = await self._look(adapter.find_published(post, key, recipient=job.recipient))
                 if found is None:
                     # The platform has it; we cannot tell where. Dead, but marked "may have
                     # gone out", so a later Cancel or Update still corrects this target.
-                    job.reconcile_part = post.part
                     raise
+                job.reconcile_part = None
                 self.steps.append(self._row(Outcome.reconciled, "duplicate refused; found it"))
                 receipt = found
             self.receipts.append(receipt)
@@ -245,7 +251,7 @@ class Attempt:
         while len(self.receipts) < len(posts):
             post = posts[len(self.receipts)]
             self.current_part = post.part
-            found = await self._call(
+            found = await self._look(
                 adapter.find_published(post, part_key(job.key, post.part), recipient=job.recipient)
             )
             if found is None:
@@ -292,7 +298,7 @@ class Attempt:
         repeatable = method in _REPEATABLE_RETRACTS or adapter.limits.idempotency_keys
         if self.job.reconcile_part is not None and not repeatable and self.job.payload.posts:
             post = self.job.payload.posts[0]
-            found = await self._call(
+            found = await self._look(
                 adapter.find_published(
                     post, part_key(self.job.key, 1), recipient=self.job.recipient
                 )
@@ -351,7 +357,12 @@ class Attempt:
 
     # --- talking to the platform -----------------------------------------------------------------
 
-    async def _call(self, request: Awaitable[T]) -> T:
+    async def _look(self, lookup: Awaitable[T]) -> T:
+        """find_published: it may read several pages of the account's posts (each a request),
+        so it gets LOOKUP_REQUESTS request timeouts, not one."""
+        return await self._call(lookup, requests=LOOKUP_REQUESTS)
+
+    async def _call(self, request: Awaitable[T], requests: int = 1) -> T:
         # Start a request only if the lease outlasts it: should this worker's renewals stall,
         # another worker may take the delivery over once the lease lapses, and must not find
         # a request of ours still landing on the platform after it looked.
@@ -361,7 +372,7 @@ class Attempt:
             if asyncio.iscoroutine(request):
                 request.close()
             raise _Stop(self._defer(self.context.clock(), "its lease ran short; trying again"))
-        async with asyncio.timeout(self.context.request_timeout):
+        async with asyncio.timeout(self.context.request_timeout * requests):
             return await request
 
     # --- results ---------------------------------------------------------------------------------

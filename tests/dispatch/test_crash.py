@@ -63,18 +63,19 @@ FAULTS = (
     FaultKind.reset,
 )
 KEYED = {"mastodon", "webhook", "cap"}  # the platform drops a repeated idempotency key
-# Reconciled exactly: by key, or per person (the messages to one number or address). X, Facebook
-# and Telegram are reconciled by searching the account's newest posts for the exact text
-# (X: 200, Facebook: 100, Telegram: the pending updates), which a reconciliation coming after
-# that many newer posts can miss; their duplicates are counted and printed, not refused.
-EXACT = KEYED | {"sms", "email"}
+# Reconciled exactly: by key, per person (the messages to one number or address), or over a
+# time window of the account's posts read page by page (X, Facebook). Telegram is reconciled by
+# searching the channel's pending forwards, which a reconciliation coming after many newer posts
+# can miss; its duplicates are counted and printed, not refused.
+EXACT = KEYED | {"sms", "email", "x", "facebook"}
 TARGET_SETTINGS: dict[str, dict[str, Any]] = {
     # Each alert's SMS and email go to the people inside its area (see _residents).
     "sms": {"inside_area_only": True},
     "email": {"inside_area_only": True},
-    # A busy page: find_published searches the newest 100 posts, not 25.
-    "facebook": {"reconcile_recent_posts": 100},
-}  # the platform drops a repeated idempotency key
+    # Far busier than X allows an account (its quotas are lifted here): read back as deep as X
+    # serves a timeline, so a lookup does not stop at the default page cap.
+    "x": {"reconcile_max_pages": 31},
+}
 
 
 def _worker_environment(platforms: EmulatedPlatforms, database_url: str) -> dict[str, str]:
@@ -146,9 +147,12 @@ class Workers:
         await self.start()
 
     async def _working(self) -> list[asyncio.subprocess.Process]:
-        async with self.engine.connect() as connection:
-            registered = set((await connection.execute(select(workers.c.pid))).scalars())
-        return [p for p in self.processes if p.pid in registered]
+        async def registered() -> set[int]:
+            async with self.engine.connect() as connection:
+                return set((await connection.execute(select(workers.c.pid))).scalars())
+
+        pids = await _again(registered)
+        return [p for p in self.processes if p.pid in pids]
 
     async def stop(self) -> list[int | None]:
         for process in self.processes:
@@ -241,15 +245,18 @@ async def _residents(engine: AsyncEngine, count: int) -> None:
 
 
 async def _open_deliveries(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int(
-            await connection.scalar(
-                select(func.count())
-                .select_from(deliveries)
-                .where(deliveries.c.state.not_in([s.value for s in FINAL_STATES]))
+    async def count() -> int:
+        async with engine.connect() as connection:
+            return int(
+                await connection.scalar(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.state.not_in([s.value for s in FINAL_STATES]))
+                )
+                or 0
             )
-            or 0
-        )
+
+    return await _again(count)
 
 
 async def _misbehave(platforms: EmulatedPlatforms, rng: random.Random, stop: asyncio.Event) -> int:
