@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from approvals.roles import Role
 from broadcaster import audit, users
+from broadcaster.api.framework import path_id
 from broadcaster.auth.passwords import WeakPassword, check_strength, hash_password
 from broadcaster.auth.permissions import Permission
 from broadcaster.auth.web_sessions import SESSIONS
@@ -264,14 +265,12 @@ async def channels_page(request: web.Request, viewer: Viewer) -> web.StreamRespo
     permission=CHANNELS,
 )
 async def requeue(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    text_id = request.match_info["delivery_id"]
-    if not text_id.isdigit() or len(text_id) > 18:
-        raise ApiError(404, "Not found", f"no delivery {text_id[:40]!r}")
+    delivery_id = path_id(request, "delivery_id")
     try:
         async with request.app[ENGINE].begin() as connection:
             await control.requeue(
                 connection,
-                int(text_id),
+                delivery_id,
                 _who(viewer),
                 request.app[SESSIONS].clock(),
                 request.app[OUTBOX].wake,

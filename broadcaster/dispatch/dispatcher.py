@@ -301,8 +301,12 @@ class Dispatcher:
             except Exception as error:
                 log.warning("dispatcher housekeeping failed: %s: %s", type(error).__name__, error)
 
+    def _held(self) -> set[int]:
+        """The deliveries this worker holds and has not finished."""
+        return {i for lane in self.lanes.values() for i in lane.held if i in self._jobs}
+
     async def _renew(self) -> None:
-        held = {i for lane in self.lanes.values() for i in lane.held if i in self._jobs}
+        held = self._held()
         if not held:
             return
         until = self.clock() + self.lease
@@ -311,8 +315,7 @@ class Dispatcher:
         self._renewed(kept, until)
         # Finished ones are no longer in flight (or wait in the recorder): not lost. Nor are
         # those whose results were written while the renewal waited for the database.
-        still_held = {i for lane in self.lanes.values() for i in lane.held if i in self._jobs}
-        lost = (held & still_held) - kept - self._recorded
+        lost = (held & self._held()) - kept - self._recorded
         if lost:
             # Taken over after a stall: the new holder reconciles them. Stop ours at once, so
             # no further part goes out twice (a request already sent cannot be unsent; the new

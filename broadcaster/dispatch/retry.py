@@ -68,9 +68,7 @@ class RetryPolicy:
 
     def decide(self, attempt: int, error: BaseException) -> Decision:
         """After try number `attempt` (1-based) failed with `error`: again, and when?"""
-        state = RetryCallState(self._retrying, None, (), {})
-        state.attempt_number = attempt
-        state.set_exception((type(error), error, error.__traceback__))
+        state = self._state(attempt, error)
         if not self.retry_when(state) or self.stop(state):
             return Decision(False)
         return Decision(True, self.wait(state))
@@ -81,10 +79,14 @@ class RetryPolicy:
         nothing is given up on without knowing whether it went out."""
         if attempt >= self.max_attempts + LOOKS_AFTER_LAST_TRY:
             return Decision(False)
+        return Decision(True, self.wait(self._state(attempt, error)))
+
+    def _state(self, attempt: int, error: BaseException) -> RetryCallState:
+        """What tenacity's predicates read: try `attempt` ended with `error`."""
         state = RetryCallState(self._retrying, None, (), {})
         state.attempt_number = attempt
         state.set_exception((type(error), error, error.__traceback__))
-        return Decision(True, self.wait(state))
+        return state
 
 
 class RetryBudget:
