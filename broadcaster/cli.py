@@ -24,6 +24,7 @@ from broadcaster.auth.tokens import create_token
 from broadcaster.cli_bench_dispatch import add_dispatch_bench
 from broadcaster.cli_bench_inbound import add_inbound_bench
 from broadcaster.cli_contacts import add_contacts_commands
+from broadcaster.cli_types import positive_int
 from broadcaster.logs import configure_logging
 from broadcaster.settings import ConfigError, LoadedSettings, load_settings
 from broadcaster.storage import migrate
@@ -273,13 +274,6 @@ def cmd_audit_verify(loaded: LoadedSettings, args: argparse.Namespace) -> None:
 # --- parser ------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive whole number")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the command: `broadcaster --config X serve` or
     # `broadcaster serve --config X`.
@@ -373,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("username")
     create.add_argument("--name", default="api", help="what the token is for (default: api)")
     create.add_argument(
-        "--days", type=_positive_int, help="expire after this many days (default: never)"
+        "--days", type=positive_int, help="expire after this many days (default: never)"
     )
 
     audit_group = commands.add_parser("audit", help="The audit log.", description="The audit log.")

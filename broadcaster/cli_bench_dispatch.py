@@ -6,6 +6,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from broadcaster.cli_types import positive_int
 from broadcaster.settings import LoadedSettings
 
 __all__ = ["add_dispatch_bench"]
@@ -31,13 +32,6 @@ def cmd_bench_dispatch(loaded: LoadedSettings, args: argparse.Namespace) -> None
         print("\n".join(summary(result)))
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive whole number")
-    return value
-
-
 def add_dispatch_bench(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     *,
@@ -51,16 +45,16 @@ def add_dispatch_bench(
     bench = commands.add_parser("dispatch", help=summary, description=summary, parents=parents)
     bench.set_defaults(handler=cmd_bench_dispatch)
     bench.add_argument(
-        "--contacts", type=_positive, default=100_000, help="people on the SMS list (100000)"
+        "--contacts", type=positive_int, default=100_000, help="people on the SMS list (100000)"
     )
     bench.add_argument(
         "--baseline-requests",
-        type=_positive,
+        type=positive_int,
         default=20_000,
         help="SMS the bare aiohttp client sends (20000)",
     )
     bench.add_argument(
-        "--rounds", type=_positive, default=50, help="alerts for the latency figures (50)"
+        "--rounds", type=positive_int, default=50, help="alerts for the latency figures (50)"
     )
     bench.add_argument(
         "--database-url",
@@ -69,7 +63,7 @@ def add_dispatch_bench(
     )
     bench.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=2,
         help="dispatchers for the big list: the in-process one and N-1 `broadcaster worker` "
         "processes (2: one per core of a 2-core machine)",

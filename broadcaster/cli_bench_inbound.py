@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 from broadcaster import event_loop
+from broadcaster.cli_types import positive_int
 from broadcaster.settings import LoadedSettings
 
 __all__ = ["add_inbound_bench"]
@@ -58,13 +59,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive whole number")
-    return value
-
-
 def add_inbound_bench(
     bench_commands: argparse._SubParsersAction[argparse.ArgumentParser],
     *,
@@ -79,14 +73,14 @@ def add_inbound_bench(
     )
     inbound.set_defaults(handler=cmd_bench_inbound)
     inbound.add_argument(
-        "--reports", type=_positive, default=30_000, help="webhook calls (default 30000)"
+        "--reports", type=positive_int, default=30_000, help="webhook calls (default 30000)"
     )
     inbound.add_argument(
-        "--concurrency", type=_positive, default=256, help="calls in flight (default 256)"
+        "--concurrency", type=positive_int, default=256, help="calls in flight (default 256)"
     )
     inbound.add_argument(
         "--per-call",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="messages per webhook call, as X and Meta batch them in a flood (default 1)",
     )
