@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster import audit
-from broadcaster.dispatch.recorder import upsert_channel_state
+from broadcaster.dispatch.recorder import hold_waiting, upsert_channel_state
 from broadcaster.dispatch.states import DeliveryState
 from broadcaster.dispatch.wake import Wakeup, notify_workers
 from broadcaster.storage.schema import channel_state, deliveries
@@ -85,11 +85,7 @@ async def pause(
             "updated_at": now,
         },
     )
-    held = await connection.execute(
-        deliveries.update()
-        .where(deliveries.c.target == target, deliveries.c.state.in_([_S.queued, _S.retry_wait]))
-        .values(state=_S.held, updated_at=now)
-    )
+    held = await hold_waiting(connection, target, now)
     await audit.append(
         connection,
         audit.AuditEntry(
@@ -97,12 +93,12 @@ async def pause(
             action="channel.pause",
             subject=f"target:{target}",
             source_address=who.source_address,
-            details={"reason": reason, "held": held.rowcount},
+            details={"reason": reason, "held": held},
         ),
         at=now,
     )
     await notify_workers(connection, wake)  # so a thread under way sends no further part
-    return int(held.rowcount)
+    return held
 
 
 async def resume(

@@ -313,21 +313,14 @@ async def _save_health(connection: AsyncConnection, change: TargetHealth) -> Non
         values["pause_reason"] = change.pause_reason[:2000]
     await upsert_channel_state(connection, change.channel, change.target, values)
     if change.pause_reason is not None:
-        held = await connection.execute(
-            deliveries.update()
-            .where(
-                deliveries.c.target == change.target,
-                deliveries.c.state.in_([_S.queued, _S.retry_wait]),
-            )
-            .values(state=_S.held, updated_at=change.at)
-        )
+        held = await hold_waiting(connection, change.target, change.at)
         await audit.append(
             connection,
             audit.AuditEntry(
                 actor="system",
                 action="channel.pause",
                 subject=f"target:{change.target}",
-                details={"reason": change.pause_reason, "held": held.rowcount, "automatic": True},
+                details={"reason": change.pause_reason, "held": held, "automatic": True},
             ),
             at=change.at,
         )
@@ -335,8 +328,21 @@ async def _save_health(connection: AsyncConnection, change: TargetHealth) -> Non
             "target %s paused: %s. Fix it, then resume the target (%d deliveries held)",
             change.target,
             change.pause_reason,
-            held.rowcount,
+            held,
         )
+
+
+async def hold_waiting(connection: AsyncConnection, target: str, now: datetime) -> int:
+    """Hold what waits to go to a paused target (not lost: resume queues it again)."""
+    held = await connection.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.target == target,
+            deliveries.c.state.in_([_S.queued, _S.retry_wait]),
+        )
+        .values(state=_S.held, updated_at=now)
+    )
+    return int(held.rowcount)
 
 
 async def upsert_channel_state(
