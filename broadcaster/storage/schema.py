@@ -216,7 +216,8 @@ deliveries = Table(
     # A Cancel/Update released while this delivery could not simply be stopped (in flight or
     # unresolved): finish reconciling, but send nothing new.
     Column("superseded_by", ForeignKey("alert_versions.id")),
-    Index("ix_deliveries_due", "target", "state", "next_attempt_at"),
+    # Ends with id: a claim reads each state's due rows in order (migration 0006).
+    Index("ix_deliveries_due", "target", "state", "next_attempt_at", "id"),
     Index("ix_deliveries_updated_at", "updated_at"),
 )
 
