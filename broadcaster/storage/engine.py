@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from broadcaster.settings import ConfigError, DatabaseSettings
+from broadcaster.storage.sqlite_writers import WriterQueueConnection
 
 
 def create_engine(database: DatabaseSettings) -> AsyncEngine:
@@ -32,13 +33,16 @@ def create_engine(database: DatabaseSettings) -> AsyncEngine:
 
 
 def _sqlite_engine(database: DatabaseSettings, path: str | None) -> AsyncEngine:
-    if path and path != ":memory:":
+    # A writer waits for the lock rather than failing at once under concurrent requests.
+    connect_args: dict[str, Any] = {"timeout": 30}
+    if path and path != ":memory:" and not path.startswith("file:"):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Processes sharing the file queue for the write lock without SQLite's long sleeps.
+        connect_args["factory"] = WriterQueueConnection
     engine = create_async_engine(
         database.url,
         echo=database.echo,
-        # A writer waits for the lock rather than failing at once under concurrent requests.
-        connect_args={"timeout": 30},
+        connect_args=connect_args,
         # One connection per process: every transaction takes SQLite's single write lock at
         # BEGIN anyway, and coroutines queueing for the connection are served in turn, where
         # connections of their own would wait in SQLite's busy handler, which sleeps in steps
