@@ -5,19 +5,22 @@ lost when the database is slow or failing."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster.settings import TriageSettings
 from broadcaster.storage.schema import incidents, reports
+from broadcaster.triage.batch_sql import sqlite_time
 from broadcaster.triage.context import AlertContext
 from broadcaster.triage.ingest import IngestBusy, Ingestor, IngestSlow
 from broadcaster.triage.live import LiveHub
@@ -265,6 +268,47 @@ async def test_a_batch_is_stored_in_the_order_received_with_its_details(parts: P
     codes = {reason["code"] for reason in first["priority_reasons"]}  # type: ignore[attr-defined]
     assert "life_safety" in codes
     assert first["priority"] > second["priority"]  # type: ignore[operator]
+
+
+async def test_a_batch_longer_than_one_statement_is_stored_whole_and_in_order(
+    parts: Parts,
+) -> None:
+    # SQLite writes a batch as multi-row INSERTs of up to 500 rows: every row, once, ids in
+    # the order received, and what was stored before (in another statement's range) skipped.
+    await parts.write(parts.report("m-700", "already here"))
+    batch = [
+        parts.report(f"m-{n}", f"report number {n}", received_at=NOW + timedelta(seconds=n))
+        for n in range(1200)
+    ]
+    results, _ = await parts.write(*batch, batch[3])
+    assert [result.created for result in results].count(True) == 1199
+    assert not results[700].created and not results[-1].created
+    assert results[-1].report_id == results[3].report_id
+    rows = await parts.rows()
+    assert len(rows) == 1200
+    later = rows[1:]
+    assert [row["external_id"] for row in later] == [f"m-{n}" for n in range(1200) if n != 700]
+    assert later[-1]["received_at"] == NOW + timedelta(seconds=1199)
+
+
+def test_sqlite_values_are_written_as_sqlalchemy_writes_them() -> None:
+    # The SQLite insert converts values itself: times must be the exact text SQLAlchemy
+    # writes (they are compared and sorted as text in SQL), JSON the same document.
+    dialect = sqlite.dialect()
+    as_time = reports.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+    as_json = reports.c.media.type.dialect_impl(dialect).bind_processor(dialect)
+    assert as_time is not None and as_json is not None
+    for moment in (
+        NOW,
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-7))),
+    ):
+        assert sqlite_time(moment) == as_time(moment)
+    assert sqlite_time(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_time(datetime(2026, 1, 1))  # naive: the point of the test
+    for value in (None, ["https://m.example/1.jpg"], [{"code": "x", "points": 1.5}]):
+        assert json.dumps(value) == as_json(value)
 
 
 async def test_a_coordinate_that_is_not_a_number_is_no_location(parts: Parts) -> None:
