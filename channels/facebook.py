@@ -67,6 +67,7 @@ class FacebookSettings(MetaSettings):
 
 class FacebookChannel(Channel):
     name: ClassVar[str] = "facebook"
+    webhook_signs_url: ClassVar[bool] = False  # Meta signs the body only
     limits: ClassVar[Limits] = Limits(
         max_length=MAX_POST_LENGTH,
         counted_by=CountMethod.characters,

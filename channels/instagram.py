@@ -98,6 +98,7 @@ class InstagramSettings(MetaSettings):
 
 class InstagramChannel(Channel):
     name: ClassVar[str] = "instagram"
+    webhook_signs_url: ClassVar[bool] = False  # Meta signs the body only
     limits: ClassVar[Limits] = Limits(
         max_length=MAX_CAPTION_LENGTH,
         counted_by=CountMethod.characters,

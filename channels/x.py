@@ -55,6 +55,7 @@ from channels.base import (
     WebhookAnswer,
     WebhookRejected,
 )
+from channels.x_dates import created_at_time
 from channels.x_text import MAX_PARTS, MAX_WEIGHTED_LENGTH, render_alert, weighted_length
 from channels.x_timeline import MAX_PAGES_CEILING, PAGE_SIZE, find_in_window, pages_back
 
@@ -140,6 +141,7 @@ class XChannel(Channel):
     """One X account. Long alerts become numbered threads; cancel deletes and posts a correction."""
 
     name: ClassVar[str] = "x"
+    webhook_signs_url: ClassVar[bool] = False  # the signature covers the body only
     limits: ClassVar[Limits] = Limits(
         max_length=MAX_WEIGHTED_LENGTH,
         counted_by=CountMethod.twitter_weighted,
@@ -768,10 +770,12 @@ def _webhook_mention(tweet: _V1Tweet) -> InboundMessage:
     text = html.unescape(text)
     for url in tweet.entities.urls if tweet.entities else ():
         text = text.replace(url.url, url.expanded_url or url.url)
-    try:
-        received = datetime.strptime(tweet.created_at, "%a %b %d %H:%M:%S %z %Y")
-    except ValueError:
-        received = _snowflake_time(tweet.id_str) or datetime.now(UTC)
+    received = created_at_time(tweet.created_at)
+    if received is None:
+        try:
+            received = datetime.strptime(tweet.created_at, "%a %b %d %H:%M:%S %z %Y")
+        except ValueError:
+            received = _snowflake_time(tweet.id_str) or datetime.now(UTC)
     return InboundMessage(
         source="x",
         external_id=tweet.id_str,
