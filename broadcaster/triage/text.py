@@ -38,12 +38,24 @@ _COORDINATES: Final = re.compile(
 )
 
 
+class _Unmarked(dict[int, int | None]):
+    """str.translate's table dropping combining marks, filled in as characters are first met:
+    the lookups stay in C (a Python call per character cost more than the rest of fold)."""
+
+    def __missing__(self, char: int) -> int | None:
+        kept = None if unicodedata.combining(chr(char)) else char
+        self[char] = kept
+        return kept
+
+
+_UNMARKED: Final = _Unmarked()
+
+
 def fold(text: str) -> str:
     """Case-folded, compatibility-normalised text without accents or combining marks."""
     folded = text.casefold()
     if not folded.isascii():  # most messages are plain ASCII: skip the per-character pass
-        decomposed = unicodedata.normalize("NFKD", folded)
-        folded = "".join(char for char in decomposed if not unicodedata.combining(char))
+        folded = unicodedata.normalize("NFKD", folded).translate(_UNMARKED)
     if "'" in folded or "\u2019" in folded:
         folded = _APOSTROPHE.sub(" ", _CONTRACTION.sub(r"\1\2", folded))
     return folded
@@ -121,6 +133,8 @@ class Lexicon:
     _ascii_symbol: list[Term] = field(default_factory=list, init=False)  # all a plain text can hold
     # folded word -> the languages whose stopword it is: one pass counts every language's votes
     _stopword_languages: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False)
+    _first_words: frozenset[str] = field(default=frozenset(), init=False)  # of single and phrase
+    _prefixes: tuple[str, ...] = field(default=(), init=False)  # of the prefix terms
 
     def __post_init__(self) -> None:
         for language, stopwords in self.stopwords.items():
@@ -140,6 +154,8 @@ class Lexicon:
                 self._single.setdefault(term.tokens[0], []).append(term)
             else:
                 self._phrase.setdefault(term.tokens[0], []).append(term)
+        self._first_words = frozenset(self._single) | frozenset(self._phrase)
+        self._prefixes = tuple(term.tokens[0] for term in self._prefix)
 
     @property
     def all_stopwords(self) -> frozenset[str]:
@@ -158,7 +174,12 @@ class Lexicon:
             if term.language is not None:
                 votes[term.language] = votes.get(term.language, 0) + 1
 
+        first_words = self._first_words
+        prefixes = self._prefixes
         for index, token in enumerate(tokens):
+            # Most words begin no entry: one set lookup passes them by.
+            if token not in first_words and not (prefixes and token.startswith(prefixes)):
+                continue
             # "not trapped", "sin heridos", "pas blessé": only the word right before counts, so
             # "no power, trapped upstairs" still reads as trapped. A missed rescue is worse
             # than a false alarm.
@@ -180,9 +201,11 @@ class Lexicon:
             for term in symbols:
                 if term.symbol and term.symbol in composed:
                     hit(term)
+        stopword_languages = self._stopword_languages
         for token in tokens:
-            for language in self._stopword_languages.get(token, ()):
-                votes[language] = votes.get(language, 0) + 1
+            if token in stopword_languages:
+                for language in stopword_languages[token]:
+                    votes[language] = votes.get(language, 0) + 1
         return Analysis(
             {category: tuple(shown) for category, shown in found.items()},
             _language(language_hint, votes, self.stopwords),
