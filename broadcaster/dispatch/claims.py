@@ -147,7 +147,7 @@ async def claim(
     )
     # Rows read by position: a Row's attribute lookup costs ten times an index, and a claim
     # reads some twenty fields of hundreds of rows.
-    rows = sorted(claimed.tuples(), key=_first)
+    rows = sorted(claimed.all(), key=_first)
     abandoned = [row for row in picked if row.state == _S.in_flight]
     if abandoned:
         # The try the dead worker was making, written down since it never could.
