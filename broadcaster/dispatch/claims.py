@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broadcaster.dispatch.payload import Payload, receipts_from_json
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
 from broadcaster.storage.schema import deliveries, delivery_attempts
+from broadcaster.storage.sql import any_of
 from channels.base import Receipt
 
 _S = DeliveryState
@@ -135,7 +136,7 @@ async def claim(
     ids = [row[0] for row in picked]
     claimed = await connection.execute(
         deliveries.update()
-        .where(deliveries.c.id.in_(ids))
+        .where(any_of(connection, deliveries.c.id, ids))
         .values(
             state=_S.in_flight,
             lease_owner=token,

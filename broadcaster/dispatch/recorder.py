@@ -28,6 +28,7 @@ from broadcaster import audit
 from broadcaster.dispatch.payload import receipt_to_json
 from broadcaster.dispatch.states import DeliveryState, Outcome
 from broadcaster.storage.schema import channel_state, deliveries, delivery_attempts
+from broadcaster.storage.sql import any_of
 from channels.base import Receipt
 
 log = logging.getLogger(__name__)
@@ -201,10 +202,12 @@ class Recorder:
         if not results:
             return results
         ids = sorted({r.delivery_id for r in results})
-        query = select(deliveries.c.id, deliveries.c.lease_owner).where(deliveries.c.id.in_(ids))
+        query = select(deliveries.c.id, deliveries.c.lease_owner).where(
+            any_of(connection, deliveries.c.id, ids)
+        )
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
-        holder = {row.id: row.lease_owner for row in await connection.execute(query)}
+        holder = {delivery_id: owner for delivery_id, owner in await connection.execute(query)}
         kept = [r for r in results if holder.get(r.delivery_id) == r.token]
         if len(kept) < len(results):
             log.warning(
