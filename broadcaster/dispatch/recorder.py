@@ -218,12 +218,13 @@ class Recorder:
 
     def _progress_params(self, result: Result) -> dict[str, Any]:
         first = result.receipts[0] if result.receipts else None
+        receipts = [receipt_to_json(r) for r in result.receipts]
         return {
             "b_id": result.delivery_id,
             "b_owner": result.token,
             "b_parts": len(result.receipts),
-            "b_receipts": [receipt_to_json(r) for r in result.receipts],
-            "b_receipt": receipt_to_json(first) if first else None,
+            "b_receipts": receipts,
+            "b_receipt": receipts[0] if receipts else None,
             "b_external_id": first.external_id if first else None,
             "b_external_url": first.url if first else None,
             "b_updated": self.clock(),
