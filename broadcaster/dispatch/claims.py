@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Integer, Text, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster.dispatch.payload import Payload, receipts_from_json
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
 from broadcaster.storage.schema import deliveries, delivery_attempts
-from broadcaster.storage.sql import any_of
+from broadcaster.storage.sql import any_of_parameter
 from channels.base import Receipt
 
 _S = DeliveryState
@@ -86,22 +86,42 @@ def worker_of(token: str | None) -> str:
 _WAITING = (_S.queued, _S.retry_wait)
 
 
-def _due(target: str, state: DeliveryState, now: datetime, worker: str) -> Any:
+def _pick(state: DeliveryState, *, lock: bool) -> Any:
+    """The statement that picks one state's due rows (built once: a claim runs it often)."""
     query = select(
         deliveries.c.id,
         deliveries.c.state,
         deliveries.c.lease_owner,
         deliveries.c.attempts,
         deliveries.c.next_attempt_at,
-    ).where(deliveries.c.target == target, deliveries.c.state == state)
+    ).where(deliveries.c.target == bindparam("target"), deliveries.c.state == state.value)
     if state is _S.in_flight:
         # In flight under a lease that lapsed, and never from ourselves: a worker whose
         # renewals ran late still has those tries in hand.
-        return query.where(
-            deliveries.c.lease_expires_at < now,
-            ~deliveries.c.lease_owner.startswith(worker + "/", autoescape=True),
+        query = query.where(
+            deliveries.c.lease_expires_at < bindparam("now"),
+            deliveries.c.lease_owner.not_like(bindparam("ours"), escape="/"),
         )
-    return query.where(deliveries.c.next_attempt_at <= now)
+    else:
+        query = query.where(deliveries.c.next_attempt_at <= bindparam("now"))
+    query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
+        bindparam("limit", type_=Integer)
+    )
+    if lock:
+        # PostgreSQL: rows another worker is claiming are skipped, never waited for; rows
+        # locked here and not taken are free again when this transaction ends.
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+_PICKS = {
+    lock: [_pick(state, lock=lock) for state in (*_WAITING, _S.in_flight)] for lock in (False, True)
+}
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escape character "/") matching text that starts with `prefix`."""
+    return prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
 
 async def claim(
@@ -115,18 +135,10 @@ async def claim(
     """Up to `limit` due deliveries of `target`, now in flight under lease `token`: the
     longest due first."""
     worker = worker_of(token)
+    values = {"target": target, "now": now, "limit": limit, "ours": _like_prefix(worker + "/")}
     candidates: list[Any] = []
-    for state in (*_WAITING, _S.in_flight):
-        pick = (
-            _due(target, state, now, worker)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-        )
-        if connection.dialect.name == "postgresql":
-            # Rows another worker is claiming are skipped, never waited for; rows locked here
-            # and not taken below are free again when this transaction ends.
-            pick = pick.with_for_update(skip_locked=True)
-        candidates += (await connection.execute(pick)).all()
+    for pick in _PICKS[connection.dialect.name == "postgresql"]:
+        candidates += (await connection.execute(pick, values)).all()
     if not candidates:
         return []
     picked = candidates  # one state's rows: in claim order already, and no more than `limit`
@@ -135,16 +147,8 @@ async def claim(
         picked = sorted(candidates, key=_claim_order)[:limit]
     ids = [row[0] for row in picked]
     claimed = await connection.execute(
-        deliveries.update()
-        .where(any_of(connection, deliveries.c.id, ids))
-        .values(
-            state=_S.in_flight,
-            lease_owner=token,
-            lease_expires_at=lease_until,
-            attempts=deliveries.c.attempts + 1,
-            updated_at=now,
-        )
-        .returning(*_CLAIMED_COLUMNS)
+        _TAKE[connection.dialect.name == "postgresql"],
+        {"ids": ids, "token": token, "until": lease_until, "now": now},
     )
     # Rows read by position: a Row's attribute lookup costs ten times an index, and a claim
     # reads some twenty fields of hundreds of rows.
@@ -192,6 +196,25 @@ _CLAIMED_COLUMNS = (
     deliveries.c.retracts_delivery_id,
     deliveries.c.last_error,
 )
+
+
+def _take(*, postgresql: bool) -> Any:
+    """The statement that marks picked rows in flight under a lease (built once)."""
+    return (
+        deliveries.update()
+        .where(any_of_parameter(deliveries.c.id, "ids", postgresql_arrays=postgresql))
+        .values(
+            state=_S.in_flight.value,
+            lease_owner=bindparam("token"),
+            lease_expires_at=bindparam("until", type_=deliveries.c.lease_expires_at.type),
+            attempts=deliveries.c.attempts + 1,
+            updated_at=bindparam("now", type_=deliveries.c.updated_at.type),
+        )
+        .returning(*_CLAIMED_COLUMNS)
+    )
+
+
+_TAKE = {postgresql: _take(postgresql=postgresql) for postgresql in (False, True)}
 
 
 @functools.lru_cache(maxsize=256)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, bindparam, func, literal, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["any_of", "is_postgresql"]
+__all__ = ["any_of", "any_of_parameter", "is_postgresql"]
 
 
 def is_postgresql(connection: AsyncConnection) -> bool:
@@ -32,3 +32,14 @@ def any_of(
     if is_postgresql(connection):
         return column.in_(select(func.unnest(literal(list(values), postgresql.ARRAY(column.type)))))
     return column.in_(list(values))
+
+
+def any_of_parameter(
+    column: ColumnElement[Any], name: str, *, postgresql_arrays: bool
+) -> ColumnElement[bool]:
+    """`column IN :name`, as `any_of`, with the list given at execution as parameter `name`:
+    for a statement built once and run many times."""
+    if postgresql_arrays:
+        array = bindparam(name, type_=postgresql.ARRAY(column.type))
+        return column.in_(select(func.unnest(array)))
+    return column.in_(bindparam(name, expanding=True))
