@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_
 
@@ -15,7 +16,28 @@ from broadcaster.triage.states import ReportState
 from broadcaster.triage.views import ReportOut
 from channels.geo import bounding_box, in_areas
 
-__all__ = ["AreaFilter", "ReportFilter"]
+__all__ = ["AreaFilter", "FilterFields", "ReportFilter"]
+
+
+class FilterFields(Protocol):
+    """What `ReportFilter.matches` reads of a report: a ReportOut has it, and so does the few
+    plain fields the ingestion writer process sends with each report it encoded (live.py's
+    EncodedReport), so the live queue filters without rebuilding the report."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def state(self) -> ReportState: ...
+    @property
+    def priority(self) -> float: ...
+    @property
+    def incident_id(self) -> int | None: ...
+    @property
+    def latitude(self) -> float | None: ...
+    @property
+    def longitude(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,7 @@ class ReportFilter:
             clauses.append(and_(*self.area.where()))
         return clauses
 
-    def matches(self, report: ReportOut, *, ignore_state: bool = False) -> bool:
+    def matches(self, report: FilterFields, *, ignore_state: bool = False) -> bool:
         if not ignore_state and self.states is not None and report.state not in self.states:
             return False
         if self.min_priority is not None and report.priority < self.min_priority:

@@ -26,7 +26,7 @@ from datetime import datetime
 from broadcaster.triage.live import LiveHub
 from broadcaster.triage.metrics import TriageMetrics
 from broadcaster.triage.normalise import NewReport
-from broadcaster.triage.pipeline import Ingested, Pipeline
+from broadcaster.triage.pipeline import Ingested, ReportWriter
 
 __all__ = ["IngestBusy", "IngestSlow", "Ingestor"]
 
@@ -84,7 +84,7 @@ def _give_up(done: asyncio.Future[None]) -> None:
 class Ingestor:
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: ReportWriter,
         hub: LiveHub,
         metrics: TriageMetrics,
         clock: Callable[[], datetime],

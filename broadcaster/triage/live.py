@@ -18,14 +18,60 @@ import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from broadcaster.triage.filters import ReportFilter
-from broadcaster.triage.views import ReportOut
+from broadcaster.triage.filters import FilterFields, ReportFilter
+from broadcaster.triage.states import ReportState
 
-__all__ = ["LiveEvent", "LiveHub", "Subscription"]
+__all__ = ["EncodedReport", "LiveEvent", "LiveHub", "LiveReport", "Subscription"]
 
 _SUBSCRIBER_QUEUE = 20_000  # references to shared events: cheap
+
+
+class LiveReport(FilterFields, Protocol):
+    """A report the live queue can show: the fields its filters read, and its JSON."""
+
+    def model_dump_json(self) -> str: ...
+
+
+class EncodedReport:
+    """A report the ingestion writer process already turned into JSON, with the plain fields
+    the filters read: the web process neither rebuilds nor re-encodes it (that was a share of
+    the writer's CPU time a report)."""
+
+    __slots__ = (
+        "_json",
+        "id",
+        "incident_id",
+        "latitude",
+        "longitude",
+        "priority",
+        "source",
+        "state",
+    )
+
+    def __init__(
+        self,
+        id: int,  # named as ReportOut names it
+        source: str,
+        state: ReportState,
+        priority: float,
+        incident_id: int | None,
+        latitude: float | None,
+        longitude: float | None,
+        encoded: str,
+    ) -> None:
+        self.id = id
+        self.source = source
+        self.state = state
+        self.priority = priority
+        self.incident_id = incident_id
+        self.latitude = latitude
+        self.longitude = longitude
+        self._json = encoded
+
+    def model_dump_json(self) -> str:
+        return self._json
 
 
 @dataclass
@@ -78,7 +124,9 @@ class LiveHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscribers.discard(subscription)
 
-    def publish_reports(self, changed: Iterable[ReportOut], *, state_changed: bool = False) -> None:
+    def publish_reports(
+        self, changed: Iterable[LiveReport], *, state_changed: bool = False
+    ) -> None:
         if not self._subscribers:
             return
         sent = 0
@@ -99,6 +147,15 @@ class LiveHub:
                     sent += 1
         if sent and self.on_publish is not None:
             self.on_publish(sent)
+
+    def resync_all(self) -> None:
+        """Tell every subscriber to reload the list: events may have been lost (the writer
+        process died after storing a batch and before its reports were shown)."""
+        if not self._subscribers:
+            return
+        event = self._resync()
+        for subscription in self._subscribers:
+            subscription.offer(event, self._resync)
 
     def publish_viewing(self, report_id: int, viewers: list[dict[str, Any]]) -> None:
         if not self._subscribers:

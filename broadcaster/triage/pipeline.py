@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,6 +31,7 @@ from broadcaster.triage import batch_sql
 from broadcaster.triage.batch_sql import any_of, none_of
 from broadcaster.triage.clustering import Cluster, ClusterIndex
 from broadcaster.triage.context import AlertContext, inside
+from broadcaster.triage.live import LiveReport
 from broadcaster.triage.normalise import NewReport, Normaliser
 from broadcaster.triage.rules import TriageRules
 from broadcaster.triage.scoring import (
@@ -46,7 +47,7 @@ from broadcaster.triage.scoring import (
 from broadcaster.triage.states import OPEN, IncidentState, ReportState
 from broadcaster.triage.views import ReportOut, report_out
 
-__all__ = ["Ingested", "Pipeline"]
+__all__ = ["Ingested", "Pipeline", "ReportWriter"]
 
 log = logging.getLogger(__name__)
 _TITLE = 120
@@ -56,6 +57,20 @@ _TITLE = 120
 class Ingested:
     report_id: int | None
     created: bool  # False: we already had this message
+
+
+class ReportWriter(Protocol):
+    """What the ingestion queue (ingest.Ingestor) and the sweeps call: a Pipeline in this
+    process, or writer_process.WriterProcess, which runs a Pipeline in a process of its own."""
+
+    async def warm(self, now: datetime) -> None: ...
+    def invalidate(self) -> None: ...
+    def hold_connection(self) -> None: ...
+    async def release(self) -> None: ...
+    async def write(
+        self, batch: Sequence[NewReport], now: datetime, *, show: bool = True
+    ) -> tuple[list[Ingested], Sequence[LiveReport]]: ...
+    def prune(self, now: datetime) -> int: ...
 
 
 class Pipeline:
