@@ -120,7 +120,9 @@ async def serve(
         presence = None
         if loaded.settings.worker.in_process:
             presence = await stack.enter_async_context(worker_presence(engine, loaded))
-        app = create_app(loaded, engine)
+        app = create_app(
+            loaded, engine, triage_writer_process=loaded.settings.triage.writer_process
+        )
         if presence is not None:
             # The in-process dispatcher; the release hook wakes it directly (app[OUTBOX].wake).
             await stack.enter_async_context(

@@ -146,6 +146,9 @@ class TriageSettings(_Section):
     ingest_queue_size: int = Field(default=20_000, ge=100, le=1_000_000)
     # How often polled channels (Mastodon, Telegram; X and Meta as a fallback) are asked.
     poll_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # `serve` writes reports (dedupe, clustering, scoring, the insert) in a process of its own,
+    # using a second core; applications built in-process (tests, scripts) write in their own.
+    writer_process: bool = True
 
     def relative_to(self, base: Path) -> TriageSettings:
         if self.rules_file.is_absolute():

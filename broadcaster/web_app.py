@@ -19,8 +19,14 @@ from broadcaster.web_keys import ALERTS, DELIVERY_FEED, ENGINE, METRICS, OUTBOX,
 from broadcaster.web_middleware import request_context
 
 
-def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
-    """The web application over an engine the caller opened (and will dispose of)."""
+def create_app(
+    loaded: LoadedSettings, engine: AsyncEngine, *, triage_writer_process: bool = False
+) -> web.Application:
+    """The web application over an engine the caller opened (and will dispose of).
+
+    `triage_writer_process`: write triage reports in a child process (`serve` and the inbound
+    benchmark pass `triage.writer_process`; applications built in-process, as tests build
+    hundreds, write in their own process and start none)."""
     app = web.Application(
         middlewares=[request_context],
         client_max_size=loaded.settings.server.max_body_bytes,
@@ -45,7 +51,8 @@ def create_app(loaded: LoadedSettings, engine: AsyncEngine) -> web.Application:
     app.add_routes(web_health.routes)
     app.add_routes(web_pages.routes)
     app.add_routes(web_public.routes)
-    triage.install(app, loaded, engine)  # the triage queue: its state, background work, form
+    # The triage queue: its state, background work, form.
+    triage.install(app, loaded, engine, writer_process=triage_writer_process)
     console.install(app, loaded, engine)  # the web console: sessions, sign-in, pages
     api.install(app)
     return app

@@ -52,6 +52,12 @@ class TriageMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.writer_restarts = Counter(
+            "broadcaster_triage_writer_restarts_total",
+            "Times the ingestion writer process died and was started again (its batch in "
+            "flight went back to the queue).",
+            registry=registry,
+        )
         self.webhooks_refused = Counter(
             "broadcaster_triage_webhooks_refused_total",
             "Webhook calls refused (missing or forged signature, bad body), by target and status.",

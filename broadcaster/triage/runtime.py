@@ -27,12 +27,13 @@ from broadcaster.triage.ingest import Ingestor
 from broadcaster.triage.live import LiveHub
 from broadcaster.triage.metrics import TriageMetrics
 from broadcaster.triage.normalise import Normaliser, pseudonym_key
-from broadcaster.triage.pipeline import Pipeline
+from broadcaster.triage.pipeline import Pipeline, ReportWriter
 from broadcaster.triage.polling import Poller, polled_targets
 from broadcaster.triage.ratelimit import RateLimiter
 from broadcaster.triage.retention import purge_expired
 from broadcaster.triage.rules import TriageRules, load_triage_rules
 from broadcaster.triage.service import TriageService
+from broadcaster.triage.writer_process import WriterProcess, can_run_apart
 from broadcaster.web_keys import METRICS
 
 __all__ = ["TRIAGE", "Triage", "build_triage", "install"]
@@ -55,7 +56,7 @@ class Triage:
     normaliser: Normaliser
     hub: LiveHub
     metrics: TriageMetrics
-    pipeline: Pipeline
+    pipeline: ReportWriter  # a Pipeline, or a WriterProcess running one in a child process
     ingestor: Ingestor
     service: TriageService
     escalator: Escalator
@@ -78,7 +79,10 @@ def build_triage(
     registry: CollectorRegistry,
     *,
     clock: Clock | None = None,
+    writer_process: bool = False,
 ) -> Triage:
+    """Every part of triage. `writer_process`: write reports in a process of their own
+    (`serve`, the benchmark; see writer_process.py), where the database allows it."""
     # Read at call time, so a test can put a fake clock in `utc_now` before the app is made.
     clock = clock or utc_now
     settings = loaded.settings.triage
@@ -88,7 +92,19 @@ def build_triage(
     hub.on_publish = metrics.live_events.inc
     metrics.live_subscribers.set_function(lambda: hub.subscribers)
     normaliser = Normaliser(rules, pseudonym_key(loaded.secret("session_key")))
-    pipeline = Pipeline(engine, rules, normaliser, AlertContext())
+    pipeline: ReportWriter
+    if writer_process and can_run_apart(engine.url):
+        pipeline = WriterProcess(
+            engine.url,
+            rules,
+            metrics,
+            log_format=loaded.settings.logging.format,
+            on_lost=hub.resync_all,
+        )
+    else:
+        if writer_process:
+            log.warning("triage: an in-memory database cannot be shared; writing in this process")
+        pipeline = Pipeline(engine, rules, normaliser, AlertContext())
     ingestor = Ingestor(pipeline, hub, metrics, clock, queue_size=settings.ingest_queue_size)
     directory = loaded.directory
     return Triage(
@@ -119,11 +135,13 @@ def build_triage(
 TRIAGE = web.AppKey("triage", Triage)
 
 
-def install(app: web.Application, loaded: LoadedSettings, engine: AsyncEngine) -> Triage:
+def install(
+    app: web.Application, loaded: LoadedSettings, engine: AsyncEngine, *, writer_process: bool
+) -> Triage:
     """Add triage to the application: its state, its background work and its public form."""
     from broadcaster.triage import web_form  # the page module needs TRIAGE from here
 
-    triage = build_triage(loaded, engine, app[METRICS].registry)
+    triage = build_triage(loaded, engine, app[METRICS].registry, writer_process=writer_process)
     app[TRIAGE] = triage
     app.cleanup_ctx.append(_background)
     app.on_shutdown.append(_end_live_streams)

@@ -126,7 +126,10 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def make_app_fixture(**triage: Any) -> Callable[..., Any]:
+def make_app_fixture(*, writer_process: bool = False, **triage: Any) -> Callable[..., Any]:
+    """An app fixture; `writer_process`: reports are written in a child process, as `serve`
+    writes them (off elsewhere: a child per test costs a second of start-up)."""
+
     async def fixture(
         engine: AsyncEngine,
         platforms: EmulatedPlatforms,
@@ -147,7 +150,8 @@ def make_app_fixture(**triage: Any) -> Callable[..., Any]:
             {"session_key": SecretStr("k" * 32)},
             platforms.directory,
         )
-        async with TestClient(TestServer(create_app(loaded, engine))) as client:
+        web_app = create_app(loaded, engine, triage_writer_process=writer_process)
+        async with TestClient(TestServer(web_app)) as client:
             app = TriageApp(client, platforms, tokens, clock, engine, ids)
             for channel in WEBHOOK_CHANNELS:
                 platforms.emulators[channel].webhook_url = app.hook_url(f"{channel}-live")
