@@ -44,6 +44,9 @@ def cmd_bench_inbound(loaded: LoadedSettings, args: argparse.Namespace) -> None:
                     "service_cpu_us_per_report": round(
                         result.server_cpu / max(1, result.unique) * 1e6
                     ),
+                    "writer_process_cpu_us_per_report": round(
+                        result.writer_cpu / max(1, result.unique) * 1e6
+                    ),
                 },
                 indent=2,
             )

@@ -2,7 +2,9 @@
 the triage queue, and how long each takes from webhook to a responder's live queue.
 
 The service runs in this process exactly as `serve` runs it (the aiohttp application, the
-ingestion writer, dedupe, clustering and scoring, the live queue), on a fresh database: a
+ingestion writer, dedupe, clustering and scoring, the live queue; the writer in a process of its
+own unless `triage.writer_process` is off, and its CPU time counted as the service's), on a
+fresh database: a
 temporary SQLite file unless --database-url names another. A second process plays the
 platforms and a responder: it opens the live queue (server-sent events), then sends the
 webhooks, signed as X (Account Activity), Meta (a Facebook comment) and Twilio (an SMS) sign
@@ -49,6 +51,7 @@ from broadcaster.storage.database import open_database
 from broadcaster.targets import ConfiguredTarget, Directory
 from broadcaster.triage.bench_http import KeepAliveConnection, encode_post
 from broadcaster.triage.runtime import TRIAGE
+from broadcaster.triage.writer_process import WriterProcess
 from broadcaster.web_app import create_app
 from broadcaster.web_keys import METRICS
 from channels.base import Target, TargetMode
@@ -86,7 +89,8 @@ class BenchResult:
     missing: int  # unique reports never seen on the live queue
     batches: int = 0  # database batches the ingestion writer made
     batch_seconds: float = 0.0  # time spent writing them
-    server_cpu: float = 0.0  # CPU seconds the service used during the run
+    server_cpu: float = 0.0  # CPU seconds the service used during the run (writer included)
+    writer_cpu: float = 0.0  # of which its writer process (0: it wrote in the web process)
     driver_cpu: float = 0.0  # CPU seconds the platforms' side used
     load_average: float = 0.0  # the machine's 1-minute load average when the run began
     load_average_end: float = 0.0  # and when it ended
@@ -123,8 +127,14 @@ class BenchResult:
             f"{self.batch_seconds / max(1, self.batches) * ms:.1f} ms each "
             f"({self.batch_seconds:.2f} s writing in all)",
             f"CPU:                     service {self.server_cpu:.2f} s "
-            f"({self.server_cpu / max(1, self.unique) * 1e6:.0f} us per report), "
-            f"load generator {self.driver_cpu:.2f} s",
+            f"({self.server_cpu / max(1, self.unique) * 1e6:.0f} us per report"
+            + (
+                f"; web process {self.server_cpu - self.writer_cpu:.2f} s, "
+                f"writer process {self.writer_cpu:.2f} s"
+                if self.writer_cpu
+                else "; writer in the web process"
+            )
+            + f"), load generator {self.driver_cpu:.2f} s",
         ]
 
 
@@ -467,7 +477,9 @@ async def _run_inbound_bench(
         engine = await open_database(settings.database)
         try:
             token = await _token(engine)
-            app = create_app(bench_loaded, engine)
+            app = create_app(
+                bench_loaded, engine, triage_writer_process=settings.triage.writer_process
+            )
             async with web_site(app, "127.0.0.1", 0, 5.0) as base_url:
                 plan = _Plan(
                     base_url,
@@ -479,9 +491,13 @@ async def _run_inbound_bench(
                 results = context.Queue()
                 driver = context.Process(target=_drive, args=(plan, results), daemon=True)
                 driver.start()
+                writer = app[TRIAGE].pipeline
+                writer_cpu = writer.cpu_seconds if isinstance(writer, WriterProcess) else None
                 cpu_before = time.process_time()
+                writer_before = writer_cpu() if writer_cpu else 0.0
                 outcome = await asyncio.to_thread(_result_of, driver, results)
-                server_cpu = time.process_time() - cpu_before
+                writer_used = writer_cpu() - writer_before if writer_cpu else 0.0
+                server_cpu = time.process_time() - cpu_before + writer_used
                 await app[TRIAGE].ingestor.flush()
                 registry = app[METRICS].registry
                 batches = registry.get_sample_value("broadcaster_triage_ingest_batch_seconds_count")
@@ -495,6 +511,7 @@ async def _run_inbound_bench(
         batches=int(batches or 0),
         batch_seconds=batch_seconds or 0.0,
         server_cpu=server_cpu,
+        writer_cpu=writer_used,
         load_average=load_average,
         load_average_end=os.getloadavg()[0],
         backend=make_url(url).get_backend_name(),
