@@ -260,6 +260,8 @@ class WriterProcess:
             return await answer
         finally:
             self._waiting.pop(request, None)
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # a death noticed while sending was raised from drain()
 
     def _send(self, message: tuple[Any, ...]) -> None:
         assert self._writer is not None
@@ -278,8 +280,16 @@ class WriterProcess:
                     answer.set_exception(WriterError(payload))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the child's end closed: it exited or was killed
+        except Exception:
+            # An answer we cannot read: what follows it cannot be trusted either. Treated as
+            # a death, so the batch is written again (the key keeps it stored once).
+            log.exception("triage: unreadable answer from the writer process %s", process.pid)
+            with contextlib.suppress(ValueError):
+                process.kill()
         if process is not self._process:
             return  # stopped on purpose (release)
+        if self._writer is not None:
+            self._writer.close()  # our end: the stream keeps it open after the end of input
         self._process = self._writer = self._listener = None
         self._died = True
         self._fail_waiting("the writer process died")
