@@ -10,6 +10,8 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from broadcaster.logs import request_id_var
 from broadcaster.web_errors import ApiError, problem_response
@@ -84,7 +86,24 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
                 k: v for k, v in error.headers.items() if k.lower() in {"allow", "retry-after"}
             },
         )
-    except Exception:
+    except Exception as error:
+        if _database_unavailable(error):
+            # Not a bug: the database is down, restarting, failing over, or too busy to take
+            # the write lock in time. The caller can simply send the request again.
+            log.warning(
+                "database unavailable while serving %s %s: %s",
+                request.method,
+                request.path,
+                type(error).__name__,
+            )
+            return problem_response(
+                503,
+                "Service Unavailable",
+                "The database could not be reached just now. Nothing was changed by this "
+                "request; send it again in a moment.",
+                request_id=request_id,
+                headers={"Retry-After": "1"},
+            )
         log.exception("unhandled error while serving %s %s", request.method, request.path)
         return problem_response(
             500,
@@ -92,6 +111,14 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
             "Something failed on our side. Quote the request id when you report it.",
             request_id=request_id,
         )
+
+
+def _database_unavailable(error: Exception) -> bool:
+    """A lost or refused database connection, SQLite's "database is locked" after its busy
+    timeout, or no pooled connection free in time (rolled back, so nothing was changed)."""
+    if isinstance(error, OperationalError | PoolTimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _friendly_detail(error: web.HTTPException) -> str:

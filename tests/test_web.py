@@ -64,6 +64,21 @@ async def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) ->
         await engine.dispose()
 
 
+async def test_a_request_that_cannot_reach_the_database_is_503_to_retry(tmp_path: Path) -> None:
+    (tmp_path / "db.sqlite").mkdir()  # SQLite cannot open a directory
+    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"))
+    try:
+        async with TestClient(TestServer(create_app(LOADED, engine))) as client:
+            response = await client.get("/api/v1/alerts", headers={"Authorization": "Bearer x" * 8})
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+            problem = await response.json()
+            assert "send it again" in problem["detail"]
+            assert problem["request_id"] == response.headers["X-Request-Id"]
+    finally:
+        await engine.dispose()
+
+
 async def test_metrics_count_requests_by_route(
     client: TestClient[web.Request, web.Application],
 ) -> None:
