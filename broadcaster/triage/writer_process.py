@@ -31,10 +31,12 @@ connections), which a forked child would inherit half-way.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.util  # registers its exit function before ours: see _close_at_exit
 import operator
 import os
 import pickle
@@ -42,6 +44,7 @@ import signal
 import socket
 import struct
 import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -70,6 +73,10 @@ _STOP_SECONDS = 10.0  # for the child to finish its batch and let its connection
 _pack: Callable[[NewReport], tuple[Any, ...]] = operator.attrgetter(
     *(field.name for field in fields(NewReport))
 )
+
+
+# Every writer running, for _close_at_exit.
+_running: weakref.WeakSet[WriterProcess] = weakref.WeakSet()
 
 
 class WriterDied(Exception):
@@ -116,6 +123,7 @@ class WriterProcess:
         self.on_lost = on_lost  # called when a child died: what it stored may not have been shown
         self._process: BaseProcess | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._socket: socket.socket | None = None  # our end, shut at exit (_close_at_exit)
         self._listener: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._requests = itertools.count(1)
@@ -187,7 +195,8 @@ class WriterProcess:
         """Stop the child: it finishes the batch in hand, lets its connection go and exits
         when its socket closes; one that does not within a few seconds is killed."""
         process, writer, listener = self._process, self._writer, self._listener
-        self._process = self._writer = self._listener = None  # what ends now is no death
+        self._process = self._writer = self._listener = self._socket = None  # no death
+        _running.discard(self)
         self._hold = False
         if writer is not None:
             writer.close()
@@ -235,7 +244,8 @@ class WriterProcess:
             finally:
                 theirs.close()  # the child has its own copy; ours would keep its socket open
             reader, writer = await asyncio.open_connection(sock=ours, limit=_READ_LIMIT)
-            self._process, self._writer = process, writer
+            self._process, self._writer, self._socket = process, writer, ours
+            _running.add(self)
             self._listener = asyncio.create_task(
                 self._listen(process, reader), name="triage writer process"
             )
@@ -290,7 +300,8 @@ class WriterProcess:
             return  # stopped on purpose (release)
         if self._writer is not None:
             self._writer.close()  # our end: the stream keeps it open after the end of input
-        self._process = self._writer = self._listener = None
+        self._process = self._writer = self._listener = self._socket = None
+        _running.discard(self)
         self._died = True
         self._fail_waiting("the writer process died")
         # Before anything the new process shows, so subscribers reload first.
@@ -309,6 +320,20 @@ class WriterProcess:
             if not answer.done():
                 answer.set_exception(WriterDied(why))
         self._waiting.clear()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A web process that exits without stopping its writer (release) still lets it go.
+
+    multiprocessing joins its children at exit (after asking them to stop with SIGTERM, which
+    the writer ignores: see child_main); the writer ends when its socket closes, which at
+    that point it would not yet have, and the exit would wait for ever. Registered after
+    multiprocessing's own exit function, this runs before it."""
+    for writer in list(_running):
+        if writer._socket is not None:
+            with contextlib.suppress(OSError):
+                writer._socket.shutdown(socket.SHUT_RDWR)
 
 
 # --- framing -----------------------------------------------------------------------------------

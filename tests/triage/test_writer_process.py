@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,44 @@ def test_only_an_in_memory_database_keeps_the_writer_in_the_web_process() -> Non
     assert can_run_apart(make_url("postgresql+asyncpg://broadcaster@db/broadcaster"))
     assert not can_run_apart(make_url("sqlite+aiosqlite://"))
     assert not can_run_apart(make_url("sqlite+aiosqlite:///:memory:"))
+
+
+_NEVER_RELEASED = """
+import asyncio, sys
+from datetime import UTC, datetime
+from prometheus_client import CollectorRegistry
+from sqlalchemy.engine import make_url
+from broadcaster.settings import TriageSettings
+from broadcaster.triage.metrics import TriageMetrics
+from broadcaster.triage.rules import load_triage_rules
+from broadcaster.triage.writer_process import WriterProcess
+
+async def main():
+    rules = load_triage_rules(TriageSettings())
+    writer = WriterProcess(make_url(sys.argv[1]), rules, TriageMetrics(CollectorRegistry()))
+    await writer.write([], datetime.now(UTC))
+    print(writer.pid, flush=True)
+    return writer
+
+kept = asyncio.run(main())  # and the interpreter exits without stopping it
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_a_process_that_exits_without_stopping_its_writer_neither_hangs_nor_leaves_it(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    database = tmp_path / "broadcaster.db"
+    shutil.copyfile(sqlite_template, database)
+    ended = subprocess.run(
+        [sys.executable, "-c", _NEVER_RELEASED, f"sqlite+aiosqlite:///{database}"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert ended.returncode == 0, ended.stderr
+    _wait_until_gone(int(ended.stdout))
 
 
 # --- `broadcaster serve` as a real process --------------------------------------------------------
