@@ -8,6 +8,7 @@
       live queue (live, SSE) ◀── every change ──────────────────────────┘
       responders (service: states, replies; escalation; rumour; retention; export)
 
-`runtime.install` wires it into the web application. Rules (lexicon, weights, gazetteer,
-replies) come from config/triage.toml (`rules`).
+Under `serve` the pipeline runs in a process of its own (`writer_process`), so a flood of
+reports uses a second core. `runtime.install` wires it into the web application. Rules
+(lexicon, weights, gazetteer, replies) come from config/triage.toml (`rules`).
 """
