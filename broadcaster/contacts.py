@@ -486,14 +486,18 @@ async def select_recipients(
             )
     recipients: list[Recipient] = []
     seen: set[str] = set()
-    for row in await connection.execute(query.order_by(contacts.c.id)):
-        if areas is not None and not in_areas(row.latitude, row.longitude, areas):
+    # Unpacked by position: a list is 100,000 rows, and a Row's attribute lookup costs ten
+    # times an index.
+    by_sms = channel == "sms"
+    rows = await connection.execute(query.order_by(contacts.c.id))
+    for phone, email, language, latitude, longitude in rows:
+        if areas is not None and not in_areas(latitude, longitude, areas):
             continue
-        address = row.phone if channel == "sms" else row.email
+        address = phone if by_sms else email
         if address in seen:
             continue
         seen.add(address)
-        recipients.append(Recipient(address=address, language=row.language))
+        recipients.append(Recipient(address=address, language=language))
     return recipients
 
 

@@ -319,6 +319,11 @@ class _Rows:
         self.values: list[dict[str, Any]] = []
         self.rendered: dict[tuple[str, str | None], tuple[Post, ...] | str] = {}
         self.mode = "exercise" if version.content.mode is Mode.exercise else "live"
+        # The payload of each distinct rendering, made once: a 100,000-person list shares a
+        # handful (one per language), and building it per person was a quarter of a release.
+        # Keyed by identity (a Post is not hashable); the posts are kept with it, so an id is
+        # never reused for another rendering meanwhile.
+        self._payloads: dict[int, tuple[tuple[Post, ...], dict[str, Any]]] = {}
 
     def add(
         self,
@@ -338,9 +343,15 @@ class _Rows:
             recipient.address,
             kind,
             state,
-            Payload(posts, self.mode).to_json(),
+            self._payload(posts),
             error,
         )
+
+    def _payload(self, posts: tuple[Post, ...]) -> dict[str, Any]:
+        known = self._payloads.get(id(posts))
+        if known is None:
+            known = self._payloads[id(posts)] = (posts, Payload(posts, self.mode).to_json())
+        return known[1]
 
     def add_dead(self, configured: ConfiguredTarget, reason: str) -> None:
         self._append(
