@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, literal, select
+from sqlalchemy import ColumnElement, all_, bindparam, func, literal, select, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["any_of", "any_of_parameter", "is_postgresql"]
+__all__ = ["any_of", "any_of_parameter", "is_postgresql", "none_of"]
 
 
 def is_postgresql(connection: AsyncConnection) -> bool:
@@ -32,6 +32,17 @@ def any_of(
     if is_postgresql(connection):
         return column.in_(select(func.unnest(literal(list(values), postgresql.ARRAY(column.type)))))
     return column.in_(list(values))
+
+
+def none_of(
+    connection: AsyncConnection, column: ColumnElement[Any], values: Collection[Any]
+) -> ColumnElement[bool]:
+    """`column NOT IN values`, as `any_of`; true when there are none."""
+    if not values:
+        return true()
+    if is_postgresql(connection):
+        return column != all_(literal(list(values), postgresql.ARRAY(column.type)))
+    return column.not_in(list(values))
 
 
 def any_of_parameter(

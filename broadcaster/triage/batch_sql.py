@@ -13,76 +13,39 @@ trips, no server-side prepare).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
     JSON,
-    ColumnElement,
     TextClause,
-    all_,
     and_,
     case,
     func,
-    literal,
     or_,
     select,
     text,
-    true,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster.storage.schema import reports, users
+from broadcaster.storage.sql import any_of, is_postgresql
 from broadcaster.storage.types import UtcDateTime
 from broadcaster.triage.scoring import ReporterHistory
 from broadcaster.triage.states import ReportState
 
 __all__ = [
-    "any_of",
     "existing",
     "history",
     "insert_reports",
-    "is_postgresql",
-    "none_of",
     "sqlite_time",
     "usernames",
 ]
 
 _LOOKUP_CHUNK = 400  # keys per IN (...) lookup on SQLite
-
-
-def is_postgresql(connection: AsyncConnection) -> bool:
-    return connection.dialect.name == "postgresql"
-
-
-def any_of(
-    connection: AsyncConnection, column: ColumnElement[Any], values: Collection[Any]
-) -> ColumnElement[bool]:
-    """`column IN values`: one array parameter on PostgreSQL (the same SQL for any number of
-    values), a written-out list elsewhere.
-
-    On PostgreSQL it is `IN (SELECT unnest(array))`, not `= ANY(array)`: a statement run again
-    and again gets a generic plan, which cannot see how long the array is, and for `= ANY` it
-    chose to scan the whole table (78 ms a batch for the reporters' history, against 2 ms);
-    joined to unnest it looks each value up in the index.
-    """
-    if is_postgresql(connection):
-        return column.in_(select(func.unnest(literal(list(values), postgresql.ARRAY(column.type)))))
-    return column.in_(list(values))
-
-
-def none_of(
-    connection: AsyncConnection, column: ColumnElement[Any], values: Collection[Any]
-) -> ColumnElement[bool]:
-    """`column NOT IN values`, as `any_of`; true when there are none."""
-    if not values:
-        return true()
-    if is_postgresql(connection):
-        return column != all_(literal(list(values), postgresql.ARRAY(column.type)))
-    return column.not_in(list(values))
 
 
 async def existing(

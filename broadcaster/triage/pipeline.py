@@ -27,8 +27,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broadcaster.storage.schema import incidents, reports
+from broadcaster.storage.sql import any_of, none_of
 from broadcaster.triage import batch_sql
-from broadcaster.triage.batch_sql import any_of, none_of
 from broadcaster.triage.clustering import Cluster, ClusterIndex
 from broadcaster.triage.context import AlertContext, inside
 from broadcaster.triage.live import LiveReport
