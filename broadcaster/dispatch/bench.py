@@ -46,6 +46,7 @@ from broadcaster.dispatch.running import give_lanes_threads
 from broadcaster.dispatch.states import FINAL_STATES
 from broadcaster.dispatch.wake import Wakeup
 from broadcaster.outbox import Outbox
+from broadcaster.process_cpu import cpu_seconds
 from broadcaster.settings import DatabaseSettings, LoadedSettings, Settings
 from broadcaster.storage import migrate
 from broadcaster.storage.engine import create_engine
@@ -206,16 +207,6 @@ async def _bare_client(platforms: _Platforms, requests: int, concurrency: int) -
         elapsed = time.perf_counter() - began
         await platforms.reset(session)
     return requests / elapsed
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc (Linux; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime 14 and stime 15 (proc(5)).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _phone(n: int) -> str:
@@ -422,11 +413,11 @@ async def run_dispatch_bench(
         released = datetime.now(UTC)  # the deliveries are durable from here on
         processes = [os.getpid(), *(helper.pid for helper in helpers)]
         platform_pid = platforms.process.pid if platforms.process is not None else 0
-        cpu_before = sum(map(_cpu_seconds, processes)), _cpu_seconds(platform_pid)
+        cpu_before = sum(map(cpu_seconds, processes)), cpu_seconds(platform_pid)
         # Counting a big list's open deliveries costs: look seldom, not to slow the worker.
         await _settled(engine, version_id, 3600, every=1.0)
-        result.dispatcher_cpu_seconds = sum(map(_cpu_seconds, processes)) - cpu_before[0]
-        result.platform_cpu_seconds = _cpu_seconds(platform_pid) - cpu_before[1]
+        result.dispatcher_cpu_seconds = sum(map(cpu_seconds, processes)) - cpu_before[0]
+        result.platform_cpu_seconds = cpu_seconds(platform_pid) - cpu_before[1]
         last, count, dead = await _confirmed_at(engine, version_id)
         result.contacts, result.dead = count + dead, dead
         result.durable_per_second = count / max(1e-9, (last - released).total_seconds())

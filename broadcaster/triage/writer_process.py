@@ -38,7 +38,6 @@ import logging
 import multiprocessing
 import multiprocessing.util  # registers its exit function before ours: see _close_at_exit
 import operator
-import os
 import pickle
 import signal
 import socket
@@ -49,11 +48,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
 
+from broadcaster.process_cpu import cpu_seconds
 from broadcaster.triage.live import EncodedReport, LiveReport
 from broadcaster.triage.metrics import TriageMetrics
 from broadcaster.triage.normalise import NewReport
@@ -144,14 +143,7 @@ class WriterProcess:
     def cpu_seconds(self) -> float:
         """CPU time the running child has used so far (Linux; 0 elsewhere or if none runs)."""
         pid = self.pid
-        if pid is None:
-            return 0.0
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # After the command name: state is field 3, utime 14 and stime 15 (proc(5)).
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0 if pid is None else cpu_seconds(pid)
 
     # --- the Pipeline's calls -----------------------------------------------------------------
 
