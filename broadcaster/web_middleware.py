@@ -113,12 +113,33 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         )
 
 
+# What the databases say when they are unreachable or too busy, as opposed to a bug (SQLite
+# also reports "no such table" as an OperationalError: that stays a 500, logged whole).
+_UNAVAILABLE = (
+    "database is locked",
+    "unable to open database",
+    "disk i/o error",
+    "could not connect",
+    "connection refused",
+    "connection was closed",
+    "connection is closed",
+    "server closed the connection",
+    "too many clients",
+    "the database system is",
+)
+
+
 def _database_unavailable(error: Exception) -> bool:
     """A lost or refused database connection, SQLite's "database is locked" after its busy
     timeout, or no pooled connection free in time (rolled back, so nothing was changed)."""
-    if isinstance(error, OperationalError | PoolTimeoutError):
+    if isinstance(error, PoolTimeoutError):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    said = str(error.orig).lower()
+    return isinstance(error, OperationalError) and any(words in said for words in _UNAVAILABLE)
 
 
 def _friendly_detail(error: web.HTTPException) -> str:

@@ -79,6 +79,19 @@ async def test_a_request_that_cannot_reach_the_database_is_503_to_retry(tmp_path
         await engine.dispose()
 
 
+async def test_a_database_bug_stays_a_500_not_a_retry(tmp_path: Path) -> None:
+    # A database file with no tables: "no such table" is SQLite's OperationalError too, but
+    # sending the request again would not help, so it must not be dressed up as a 503.
+    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path}/empty.db"))
+    try:
+        async with TestClient(TestServer(create_app(LOADED, engine))) as client:
+            response = await client.get("/api/v1/alerts", headers={"Authorization": "Bearer x" * 8})
+            assert response.status == 500
+            assert "Retry-After" not in response.headers
+    finally:
+        await engine.dispose()
+
+
 async def test_metrics_count_requests_by_route(
     client: TestClient[web.Request, web.Application],
 ) -> None:
