@@ -266,6 +266,30 @@ channel_state = Table(
     Column("updated_at", UtcDateTime()),
 )
 
+# Every update a Telegram bot read through getUpdates, kept before Telegram is told to forget it
+# (the next getUpdates' offset confirms everything before it). getUpdates has one queue per bot
+# and cannot be re-read, so this table is what lets any process see what another confirmed: the
+# inbound poller reads its comments here, and reconciliation searches the automatic forwards of
+# our channel posts (broadcaster/telegram_inbox.py).
+telegram_updates = Table(
+    "telegram_updates",
+    metadata,
+    Column("target", String(200), primary_key=True),
+    Column("update_id", BigInteger, primary_key=True),
+    Column("body", JSON, nullable=False),  # the Update as the Bot API sent it
+    # Set when the update is the automatic forward of one of our channel posts into the linked
+    # discussion group: the post's id in the channel, the copy's id in the group, the post's
+    # text (SHA-256 of the stripped text, to find it by) and when it was posted.
+    Column("post_id", BigInteger),
+    Column("group_message_id", BigInteger),
+    Column("text_digest", String(64)),
+    Column("posted_at", UtcDateTime()),
+    Column("kept_at", UtcDateTime(), nullable=False),
+    Index("ix_telegram_updates_text", "target", "text_digest"),
+    Index("ix_telegram_updates_group_message", "target", "group_message_id"),
+    Index("ix_telegram_updates_kept_at", "kept_at"),
+)
+
 # --- public reports and triage -----------------------------------------------------------------
 
 incidents = Table(
