@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.alert import Mode
 from broadcaster.settings import ConfigError, SecretRef, resolve_secret
+from broadcaster.telegram_inbox import SqlUpdateInbox
 from channels.base import Channel, Target, TargetMode
 from channels.registry import CHANNELS
+from channels.telegram import TelegramChannel
 
 
 class TargetConfig(BaseModel):
@@ -60,6 +63,7 @@ class Directory:
 
     targets: dict[str, ConfiguredTarget] = field(default_factory=dict)
     _adapters: dict[str, Channel] = field(default_factory=dict)
+    _state: AsyncEngine | None = None
 
     def add(self, configured: ConfiguredTarget) -> None:
         if configured.name in self.targets:
@@ -86,8 +90,21 @@ class Directory:
         if adapter is None:
             configured = self.targets[target_name]
             adapter = configured.channel_class(configured.target)
+            self._keep_state(adapter)
             self._adapters[target_name] = adapter
         return adapter
+
+    def keep_adapter_state_in(self, engine: AsyncEngine) -> None:
+        """Adapters that must remember what they read from a platform keep it in this
+        database, which every process of the service shares (today: a Telegram bot's
+        updates, which one process's read makes the platform forget for all)."""
+        self._state = engine
+        for adapter in self._adapters.values():
+            self._keep_state(adapter)
+
+    def _keep_state(self, adapter: Channel) -> None:
+        if self._state is not None and isinstance(adapter, TelegramChannel):
+            adapter.keep_updates_in(SqlUpdateInbox(self._state, adapter.target.name))
 
     async def aclose(self) -> None:
         adapters, self._adapters = list(self._adapters.values()), {}

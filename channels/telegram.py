@@ -8,10 +8,12 @@ them through getUpdates.
 Telegram has no idempotency keys, and the Bot API cannot read a channel's history, and bots get
 no update for their own channel posts. What the bot does get is the automatic forward of each
 post into the discussion group, carrying the post's text and channel message id: that is how
-`find_published` reconciles. It reads pending updates without confirming them (no offset), and
-remembers the forwards `fetch_inbound` has already confirmed. Without a linked discussion group
-nothing can be reconciled and `find_published` answers None: a retry may then post twice, which
-for an emergency alert is the lesser harm than not posting at all.
+`find_published` reconciles. getUpdates is a single queue that forgets what an offset confirms,
+so every update read is first kept in an inbox (channels/telegram_inbox.py; the service keeps it
+in its database, shared by all its processes), and both reconciliation and `fetch_inbound`
+answer from the inbox. Without a linked discussion group nothing can be reconciled and
+`find_published` answers None: a retry may then post twice, which for an emergency alert is the
+lesser harm than not posting at all.
 
 Traps in python-telegram-bot 22.8 handled here:
 - `RetryAfter.retry_after` as an int is deprecated and warns, and RetryAfter's own constructor
@@ -29,15 +31,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final, TypeVar
 
 import httpx
 from pydantic import field_validator
-from telegram import Bot, Message, MessageOriginChannel, ReplyParameters
+from telegram import Bot, Message, MessageOriginChannel, ReplyParameters, Update
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -71,6 +71,7 @@ from channels.base import (
     TransientError,
 )
 from channels.mastodon import alert_paragraphs, split_numbered
+from channels.telegram_inbox import KeptUpdate, MemoryUpdateInbox, PostForward, UpdateInbox
 
 __all__ = ["TELEGRAM_LIMIT", "TelegramChannel", "TelegramSettings", "telegram_length"]
 
@@ -83,8 +84,9 @@ MAX_PARTS: Final = 4  # 16k characters; past that the linked alert page carries 
 LANGUAGE_DIVIDER: Final = "———"
 DEFAULT_API: Final = "https://api.telegram.org"
 UPDATES_PAGE: Final = 100  # getUpdates' maximum
-MAX_UPDATE_PAGES: Final = 5  # per poll; the cursor picks up the rest next time
-REMEMBERED_FORWARDS: Final = 1000
+# Pages read in one go: a reconciliation must see past a backlog nobody polled (a busy channel's
+# forwards), and the rest waits for the next read.
+MAX_UPDATE_PAGES: Final = 20
 
 # Bot tokens look like "123456789:AAE..." (digits, colon, 35 URL-safe characters).
 _TOKEN = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
@@ -128,15 +130,6 @@ class TelegramSettings(TargetSettings):
 
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Forward:
-    """Telegram's copy of one of our channel posts in the discussion group."""
-
-    post_id: int  # the channel post's message id
-    text: str
-    date: datetime
 
 
 class TelegramChannel(Channel):
@@ -200,8 +193,12 @@ class TelegramChannel(Channel):
             request=self._requests[0],
             get_updates_request=self._requests[1],
         )
-        # Automatic forwards seen: discussion-group message id -> the channel post it copies.
-        self._forwards: OrderedDict[int, _Forward] = OrderedDict()
+        # Every update read is kept here before its offset is confirmed (see the docstring).
+        self._inbox: UpdateInbox = MemoryUpdateInbox()
+
+    def keep_updates_in(self, inbox: UpdateInbox) -> None:
+        """Keep updates in `inbox` (the service's database) rather than in this process."""
+        self._inbox = inbox
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -260,19 +257,11 @@ class TelegramChannel(Channel):
         self, post: Post, key: str, *, recipient: str | None = None
     ) -> Receipt | None:
         """Our channel post with exactly this text, found through its automatic forward into
-        the discussion group: among pending updates (read without confirming them) or the
-        forwards `fetch_inbound` already confirmed. Newest first."""
-        updates = await self._call(
-            "read pending updates", self._bot.get_updates(timeout=0, limit=UPDATES_PAGE)
-        )
-        for update in updates:
-            if update.message is not None:
-                self._remember_forward(update.message)
-        wanted = post.text.strip()
-        for forward in reversed(self._forwards.values()):
-            if forward.text.strip() == wanted:
-                return self._receipt(forward.post_id, forward.date)
-        return None
+        the discussion group, among every update read so far (by any process sharing the
+        inbox). Newest first."""
+        await self._read_updates()
+        forward = await self._inbox.forward_with_text(post.text)
+        return None if forward is None else self._receipt(forward.post_id, forward.posted_at)
 
     # --- cancel and correct ------------------------------------------------------------------
 
@@ -306,55 +295,66 @@ class TelegramChannel(Channel):
     async def fetch_inbound(
         self, cursor: str | None
     ) -> tuple[Sequence[InboundMessage], str | None]:
-        """Messages the bot received since `cursor` (the next update_id): comments in the
-        discussion group and direct messages to the bot. Passing the cursor as the offset
-        confirms everything before it, as the Bot API defines; the forwards among them are
-        remembered for `find_published`."""
-        offset = int(cursor) if cursor else None
+        """Messages the bot received from update `cursor` on: comments in the discussion
+        group and direct messages to the bot. They are read from the inbox (after reading
+        getUpdates into it), so a process that reconciled and confirmed them loses none; the
+        cursor is the update id to read from next time."""
+        read_to = await self._read_updates()
+        start = int(cursor) if cursor else None
+        limit = UPDATES_PAGE * MAX_UPDATE_PAGES
+        kept = await self._inbox.messages_from(start, limit)
         messages: list[InboundMessage] = []
+        for update in kept:
+            message = Update.de_json(dict(update.body), self._bot).message
+            inbound = None if message is None else await self._inbound(message)
+            if inbound is not None:
+                messages.append(inbound)
+        if len(kept) == limit:  # more are kept: go on from the next one
+            return messages, str(kept[-1].update_id + 1)
+        # Everything kept up to `read_to` has been seen (the inbox has no gaps below it).
+        if read_to is None or (start is not None and start > read_to):
+            return messages, cursor
+        return messages, str(read_to)
+
+    async def _read_updates(self) -> int | None:
+        """Read every pending update into the inbox, confirming to Telegram only what the
+        inbox holds; answer the offset one past the newest update kept (None: none kept)."""
+        offset = await self._inbox.next_offset()
         for _ in range(MAX_UPDATE_PAGES):
+            # The offset confirms every update before it: the inbox already keeps those.
             updates = await self._call(
                 "read updates",
                 self._bot.get_updates(offset=offset, timeout=0, limit=UPDATES_PAGE),
             )
             if not updates:
                 break
-            for update in updates:
-                message = update.message
-                if message is None:
-                    continue
-                if self._remember_forward(message):
-                    continue
-                inbound = self._inbound(message)
-                if inbound is not None:
-                    messages.append(inbound)
+            await self._inbox.keep([self._kept(update) for update in updates])
             offset = updates[-1].update_id + 1
             if len(updates) < UPDATES_PAGE:
                 break
-        return messages, (str(offset) if offset is not None else cursor)
+        return offset
 
-    def _remember_forward(self, message: Message) -> bool:
-        """Remember `message` if it is Telegram's copy of one of our channel posts in the
-        discussion group; say whether it was."""
+    def _kept(self, update: Update) -> KeptUpdate:
+        message = update.message
+        forward = None if message is None else self._forward_in(message)
+        return KeptUpdate(update.update_id, update.to_dict(), forward)
+
+    def _forward_in(self, message: Message) -> PostForward | None:
+        """`message` as the forward of one of our channel posts, if it is Telegram's copy of
+        one in the discussion group."""
         origin = message.forward_origin
         if not message.is_automatic_forward or not isinstance(origin, MessageOriginChannel):
-            return False
+            return None
         if not self._is_our_channel(origin.chat.id, origin.chat.username):
-            return False
-        self._forwards[message.message_id] = _Forward(
-            origin.message_id, message.text or "", origin.date
-        )
-        self._forwards.move_to_end(message.message_id)
-        while len(self._forwards) > REMEMBERED_FORWARDS:
-            self._forwards.popitem(last=False)
-        return True
+            return None
+        return PostForward(origin.message_id, message.message_id, message.text or "", origin.date)
 
     def _is_our_channel(self, chat_id: int, username: str | None) -> bool:
         if isinstance(self._chat_id, int):
             return chat_id == self._chat_id
         return (username or "").lower() == self._chat_id.removeprefix("@").lower()
 
-    def _inbound(self, message: Message) -> InboundMessage | None:
+    async def _inbound(self, message: Message) -> InboundMessage | None:
         text = message.text or message.caption or ""
         location = message.location
         if not text and location is None:
@@ -375,7 +375,7 @@ class TelegramChannel(Channel):
             received_at=message.date.astimezone(UTC),
             author_id=author_id,
             author_name=author_name,
-            in_reply_to=self._answered_post(message),
+            in_reply_to=await self._answered_post(message),
             url=_message_url(chat.id, chat.username, message.message_id),
             latitude=location.latitude if location else None,
             longitude=location.longitude if location else None,
@@ -387,15 +387,18 @@ class TelegramChannel(Channel):
             },
         )
 
-    def _answered_post(self, message: Message) -> str | None:
+    async def _answered_post(self, message: Message) -> str | None:
         """The channel post a comment answers: the automatic forward it replies to, or, for a
         reply to another comment, the forward that opened its thread."""
         replied = message.reply_to_message
-        if replied is not None and self._remember_forward(replied):
-            return str(self._forwards[replied.message_id].post_id)
+        forward = None if replied is None else self._forward_in(replied)
+        if forward is not None:
+            return str(forward.post_id)
         for group_id in (replied.message_id if replied else None, message.message_thread_id):
-            if group_id is not None and group_id in self._forwards:
-                return str(self._forwards[group_id].post_id)
+            if group_id is not None:
+                forward = await self._inbox.forward_in_group(group_id)
+                if forward is not None:
+                    return str(forward.post_id)
         return None
 
     # --- talking to Telegram -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from broadcaster.dispatch import claims
 from broadcaster.dispatch.claims import Claimed
 from broadcaster.dispatch.completion import finished_versions, settle_version
 from broadcaster.dispatch.lanes import Lane
+from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.dispatch.recorder import Recorder, Result
 from broadcaster.dispatch.retry import RetryPolicy
 from broadcaster.dispatch.sender import Attempt, Context
@@ -83,6 +84,8 @@ class Dispatcher:
                 "worker.lease_seconds or lower the others"
             )
         self.wake = wake or Wakeup()
+        # Reconciliation reads what the platform tells every process once (Telegram's updates).
+        directory.keep_adapter_state_in(engine)
         self.lanes: dict[str, Lane] = {
             configured.name: Lane(
                 configured, directory.adapter(configured.name), self.settings, clock
@@ -107,6 +110,7 @@ class Dispatcher:
             report_health=self.recorder.health,
             report=self.recorder.add,
         )
+        self.payloads = PayloadCache()  # what claimed deliveries send, read once each
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._jobs: dict[int, Claimed] = {}  # what this worker holds, with its lease
         self._claims = 0
@@ -195,7 +199,9 @@ class Dispatcher:
                     now + self.lease,
                 )
             for lane, room in wanted:
-                jobs = await claims.claim(connection, lane.name, room, token, now, now + self.lease)
+                jobs = await claims.claim(
+                    connection, lane.name, room, token, now, now + self.lease, self.payloads
+                )
                 got.append((lane, room, jobs))
         total = 0
         for lane, room, jobs in got:

@@ -58,6 +58,8 @@ class Poller:
     ) -> None:
         self.engine = engine
         self.directory = directory
+        # What a poll reads, a dispatcher reconciling may have confirmed first (Telegram).
+        directory.keep_adapter_state_in(engine)
         self.normaliser = normaliser
         self.ingestor = ingestor
         self.metrics = metrics

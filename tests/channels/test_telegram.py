@@ -32,6 +32,7 @@ from channels.telegram import (
     TelegramSettings,
     telegram_length,
 )
+from channels.telegram_inbox import MemoryUpdateInbox
 from tests.channels import samples
 
 LANGUAGES = ("en-US", "es-US", "fr-CA", "zh-CN")
@@ -327,14 +328,61 @@ async def test_find_published_remembers_forwards_the_poller_already_confirmed(
     assert found is not None and found.external_id == sent.external_id
 
 
-async def test_find_published_cannot_see_a_forward_another_process_confirmed(
+async def test_find_published_sees_what_another_process_confirmed_through_a_shared_inbox(
+    emulator: TelegramEmulator,
+) -> None:
+    # A poller in one process confirms the forward (Telegram forgets it); a dispatcher in
+    # another reconciles from the inbox they share (the service's database).
+    shared = MemoryUpdateInbox()
+    poller, reconciler, alone = _channel(emulator), _channel(emulator), _channel(emulator)
+    for adapter in (poller, reconciler):
+        adapter.keep_updates_in(shared)
+    try:
+        sent = await poller.publish(Post(text="Evacuate Riverside now"), "shared:1")
+        _, cursor = await poller.fetch_inbound(None)
+        await poller.fetch_inbound(cursor)
+        assert emulator.updates == []
+        found = await reconciler.find_published(Post(text="Evacuate Riverside now"), "shared:1")
+        assert found is not None and found.external_id == sent.external_id
+        # An adapter with an inbox of its own cannot tell: a retry may post a second copy.
+        assert await alone.find_published(Post(text="Evacuate Riverside now"), "shared:1") is None
+    finally:
+        for adapter in (poller, reconciler, alone):
+            await adapter.aclose()
+
+
+async def test_find_published_sees_past_a_backlog_of_unread_updates(
     channel: TelegramChannel, emulator: TelegramEmulator
 ) -> None:
-    # The documented limit: a poller elsewhere confirmed the forward, so this adapter can no
-    # longer tell; it says None and a retry may post a second copy.
-    await channel.publish(Post(text="Evacuate Riverside now"), "lost:1")
-    emulator.updates.clear()
-    assert await channel.find_published(Post(text="Evacuate Riverside now"), "lost:1") is None
+    # 250 direct messages nobody polled, then the post: its forward is on getUpdates' third
+    # page, beyond the 100 one call returns.
+    for number in range(250):
+        emulator.public_message(f"message {number}", private=True)
+    sent = await channel.publish(Post(text="Evacuate Riverside now"), "deep:1")
+    found = await channel.find_published(Post(text="Evacuate Riverside now"), "deep:1")
+    assert found is not None and found.external_id == sent.external_id
+
+
+async def test_comments_a_reconciliation_confirmed_still_reach_the_poller(
+    emulator: TelegramEmulator,
+) -> None:
+    shared = MemoryUpdateInbox()
+    poller, reconciler = _channel(emulator), _channel(emulator)
+    for adapter in (poller, reconciler):
+        adapter.keep_updates_in(shared)
+    try:
+        original = await reconciler.publish(Post(text="Evacuate"), "confirm:1")
+        await emulator.generate_replies(2, "Is Elm St closed?", original.external_id)
+        await reconciler.find_published(Post(text="Evacuate"), "confirm:1")
+        await reconciler.find_published(Post(text="Evacuate"), "confirm:1")  # confirms them
+        assert emulator.updates == []
+        messages, _ = await poller.fetch_inbound(None)
+        assert [(m.text, m.in_reply_to) for m in messages] == [
+            ("Is Elm St closed?", original.external_id)
+        ] * 2
+    finally:
+        for adapter in (poller, reconciler):
+            await adapter.aclose()
 
 
 # --- cancel and correct ----------------------------------------------------------------------
