@@ -22,7 +22,9 @@ What it writes, for a version V of an alert:
     out (waiting for an unresolved one to settle first). An Update also publishes to targets of
     its channels that nothing earlier reached; a Cancel goes only where something went.
 
-Posts are rendered here, once, from the approved content, and frozen in each delivery's payload.
+Posts are rendered here, once per target (and per language on a list), from the approved
+content, and frozen in delivery_payloads: one row per distinct rendering, which each delivery
+references (a 100,000-person list shares a handful).
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ from broadcaster.alerts.service import Released
 from broadcaster.dispatch.payload import Payload, delivery_key
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState
 from broadcaster.dispatch.wake import Wakeup, notify_workers
-from broadcaster.storage.schema import alert_versions, channel_state, deliveries
+from broadcaster.storage.schema import (
+    alert_versions,
+    channel_state,
+    deliveries,
+    delivery_payloads,
+)
 from broadcaster.targets import ConfiguredTarget, Directory
 from channels.base import AlertVersion, Channel, Post
 
@@ -124,8 +131,7 @@ class Outbox:
                 self._add_retract(rows, slot, earlier)
         if content.msg_type is not MsgType.cancel:
             await self._add_publishes(connection, rows, set(reached))
-        for start in range(0, len(rows.values), INSERT_BATCH):
-            await connection.execute(deliveries.insert(), rows.values[start : start + INSERT_BATCH])
+        await rows.write(connection)
         if not rows.values:
             log.warning(
                 "version %s of alert %s released with no delivery: no target is configured "
@@ -275,7 +281,12 @@ class Outbox:
                 deliveries.c.target,
                 deliveries.c.recipient,
                 deliveries.c.target_mode,
-                deliveries.c.payload,
+                delivery_payloads.c.payload,
+            )
+            .select_from(
+                deliveries.outerjoin(
+                    delivery_payloads, delivery_payloads.c.id == deliveries.c.payload_id
+                )
             )
             .where(deliveries.c.version_id.in_(earlier), _may_have_gone_out())
             .order_by(deliveries.c.id.desc())
@@ -319,11 +330,27 @@ class _Rows:
         self.values: list[dict[str, Any]] = []
         self.rendered: dict[tuple[str, str | None], tuple[Post, ...] | str] = {}
         self.mode = "exercise" if version.content.mode is Mode.exercise else "live"
-        # The payload of each distinct rendering, made once: a 100,000-person list shares a
-        # handful (one per language), and building it per person was a quarter of a release.
-        # Keyed by identity (a Post is not hashable); the posts are kept with it, so an id is
-        # never reused for another rendering meanwhile.
-        self._payloads: dict[int, tuple[tuple[Post, ...], dict[str, Any]]] = {}
+        # Each distinct rendering becomes one delivery_payloads row, which its deliveries
+        # reference: until written, a row's "payload_id" is the rendering's place in
+        # `payloads`. Keyed by identity (a Post is not hashable); the posts are kept with it, so
+        # an id is never reused for another rendering meanwhile.
+        self._numbers: dict[int, int] = {}
+        self.payloads: list[tuple[tuple[Post, ...], dict[str, Any]]] = []
+
+    async def write(self, connection: AsyncConnection) -> None:
+        """The payloads, then the deliveries that reference them, in batched inserts."""
+        ids = []
+        for _posts, payload in self.payloads:
+            inserted = await connection.execute(
+                delivery_payloads.insert()
+                .values(version_id=self.version.version_id, payload=payload, created_at=self.now)
+                .returning(delivery_payloads.c.id)
+            )
+            ids.append(inserted.scalar_one())
+        for row in self.values:
+            row["payload_id"] = ids[row["payload_id"]]
+        for start in range(0, len(self.values), INSERT_BATCH):
+            await connection.execute(deliveries.insert(), self.values[start : start + INSERT_BATCH])
 
     def add(
         self,
@@ -347,11 +374,13 @@ class _Rows:
             error,
         )
 
-    def _payload(self, posts: tuple[Post, ...]) -> dict[str, Any]:
-        known = self._payloads.get(id(posts))
-        if known is None:
-            known = self._payloads[id(posts)] = (posts, Payload(posts, self.mode).to_json())
-        return known[1]
+    def _payload(self, posts: tuple[Post, ...]) -> int:
+        """The number of this rendering's payload (no posts: a dead row's, which says the mode)."""
+        number = self._numbers.get(id(posts))
+        if number is None:
+            number = self._numbers[id(posts)] = len(self.payloads)
+            self.payloads.append((posts, Payload(posts, self.mode).to_json()))
+        return number
 
     def add_dead(self, configured: ConfiguredTarget, reason: str) -> None:
         self._append(
@@ -361,7 +390,7 @@ class _Rows:
             None,
             DeliveryKind.publish,
             _S.dead,
-            Payload((), self.mode).to_json(),
+            self._payload(()),
             reason,
         )
 
@@ -376,7 +405,7 @@ class _Rows:
             recipient,
             kind,
             _S.dead,
-            Payload((), self.mode).to_json(),
+            self._payload(()),
             f"target {target!r} is no longer configured, so this {kind.value} cannot be sent; "
             "configure it again and requeue",
         )
@@ -389,7 +418,7 @@ class _Rows:
         recipient: str | None,
         kind: DeliveryKind,
         state: DeliveryState,
-        payload: dict[str, Any],
+        payload: int,
         error: str | None,
     ) -> None:
         self.values.append(
@@ -401,7 +430,7 @@ class _Rows:
                 "kind": kind.value,
                 "state": state.value,
                 "idempotency_key": delivery_key(self.version.identifier, target, recipient),
-                "payload": payload,
+                "payload_id": payload,
                 "attempts": 0,
                 "next_attempt_at": self.now,
                 "recipient": recipient,

@@ -17,17 +17,16 @@ and later claimed again can never be mistaken for the new one.
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, cast, func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster.dispatch.payload import Payload, receipts_from_json
+from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
 from broadcaster.storage.schema import deliveries, delivery_attempts
 from broadcaster.storage.sql import any_of_parameter
@@ -131,9 +130,10 @@ async def claim(
     token: str,
     now: datetime,
     lease_until: datetime,
+    payloads: PayloadCache,
 ) -> list[Claimed]:
     """Up to `limit` due deliveries of `target`, now in flight under lease `token`: the
-    longest due first."""
+    longest due first. Their payloads are read into `payloads` if it lacks them."""
     worker = worker_of(token)
     values = {"target": target, "now": now, "limit": limit, "ours": _like_prefix(worker + "/")}
     candidates: list[Any] = []
@@ -153,6 +153,7 @@ async def claim(
     # Rows read by position: a Row's attribute lookup costs ten times an index, and a claim
     # reads some twenty fields of hundreds of rows.
     rows = sorted(claimed.all(), key=_first)
+    await payloads.load(connection, {row[_PAYLOAD_ID] for row in rows})
     abandoned = [row for row in picked if row.state == _S.in_flight]
     if abandoned:
         # The try the dead worker was making, written down since it never could.
@@ -173,12 +174,11 @@ async def claim(
             ],
         )
     lapsed = {row.id: row.lease_owner for row in abandoned}
-    return [_claimed(row, lapsed, now, token, lease_until) for row in rows]
+    return [_claimed(row, lapsed, now, token, lease_until, payloads) for row in rows]
 
 
-# What a worker needs of a claimed row, in the order _claimed unpacks it. The payload comes
-# back as its JSON text: every delivery of a version carries the same one (a 100,000-person
-# list: 100,000 copies), so it is parsed once per distinct text (payload_of), not per row.
+# What a worker needs of a claimed row, in the order _claimed unpacks it. The payload is only
+# referenced: a list's deliveries share one (delivery_payloads), read once per worker.
 _CLAIMED_COLUMNS = (
     deliveries.c.id,
     deliveries.c.version_id,
@@ -187,7 +187,7 @@ _CLAIMED_COLUMNS = (
     deliveries.c.target_mode,
     deliveries.c.kind,
     deliveries.c.idempotency_key,
-    cast(deliveries.c.payload, Text).label("payload"),
+    deliveries.c.payload_id,
     deliveries.c.attempts,
     deliveries.c.recipient,
     deliveries.c.part_receipts,
@@ -215,12 +215,8 @@ def _take(*, postgresql: bool) -> Any:
 
 
 _TAKE = {postgresql: _take(postgresql=postgresql) for postgresql in (False, True)}
-
-
-@functools.lru_cache(maxsize=256)
-def payload_of(text: str | None) -> Payload:
-    """The Payload a delivery row's JSON text holds (Payloads are immutable: shared safely)."""
-    return Payload.from_json(json.loads(text) if text else None)
+_PAYLOAD_ID = 7  # payload_id's position in _CLAIMED_COLUMNS
+assert _CLAIMED_COLUMNS[_PAYLOAD_ID] is deliveries.c.payload_id
 
 
 def _first(row: tuple[Any, ...]) -> Any:
@@ -231,7 +227,12 @@ _KINDS = {kind.value: kind for kind in DeliveryKind}
 
 
 def _claimed(
-    row: tuple[Any, ...], lapsed: dict[int, str | None], now: datetime, token: str, until: datetime
+    row: tuple[Any, ...],
+    lapsed: dict[int, str | None],
+    now: datetime,
+    token: str,
+    until: datetime,
+    payloads: PayloadCache,
 ) -> Claimed:
     (
         delivery_id,
@@ -241,7 +242,7 @@ def _claimed(
         target_mode,
         kind,
         key,
-        payload,
+        payload_id,
         attempts,
         recipient,
         part_receipts,
@@ -264,7 +265,7 @@ def _claimed(
         target_mode=target_mode,
         kind=_KINDS[kind],
         key=key,
-        payload=payload_of(payload),
+        payload=payloads.get(payload_id, version_id),
         attempt=attempts,
         recipient=recipient,
         receipts=receipts,

@@ -177,6 +177,20 @@ approvals = Table(
 
 # --- delivery (the outbox) ---------------------------------------------------------------------
 
+# The rendered posts of a release, frozen: one row per distinct rendering (a target, or one
+# language of a list), which every delivery of it references (migration 0008). A 100,000-person
+# list holds a handful, not 100,000 copies. Never changed or reused once written, so workers cache
+# them by id; AUTOINCREMENT keeps SQLite from handing out a deleted row's id again.
+delivery_payloads = Table(
+    "delivery_payloads",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("version_id", ForeignKey("alert_versions.id"), nullable=False, index=True),
+    Column("payload", JSON, nullable=False),  # {"posts": [...], "mode": "live" | "exercise"}
+    _created(),
+    sqlite_autoincrement=True,
+)
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -190,7 +204,6 @@ deliveries = Table(
     ),  # publish or retract (cancel/correct on the platform)
     Column("state", String(16), nullable=False),
     Column("idempotency_key", String(128), nullable=False, unique=True),
-    Column("payload", JSON),  # the rendered posts, frozen at release
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime()),
     Column("lease_owner", String(100)),
@@ -219,6 +232,8 @@ deliveries = Table(
     # Ends with id: a claim reads each state's due rows in order (migration 0006).
     Index("ix_deliveries_due", "target", "state", "next_attempt_at", "id"),
     Index("ix_deliveries_updated_at", "updated_at"),
+    # The posts to send, frozen at release (migration 0008; they were a JSON copy per row).
+    Column("payload_id", ForeignKey("delivery_payloads.id")),
 )
 
 delivery_attempts = Table(

@@ -21,7 +21,7 @@ from broadcaster.dispatch.dispatcher import Dispatcher
 from broadcaster.dispatch.wake import Wakeup
 from broadcaster.outbox import Outbox
 from broadcaster.settings import SHIPPED_CONFIG_DIR, AlertSettings, DispatchSettings, Settings
-from broadcaster.storage.schema import deliveries, delivery_attempts
+from broadcaster.storage.schema import deliveries, delivery_attempts, delivery_payloads
 from broadcaster.targets import ConfiguredTarget, Directory
 from channels.base import TargetMode
 from channels.emulators.base import Effect, Emulator
@@ -220,7 +220,16 @@ class Desk:
 
 
 async def delivery_rows(engine: AsyncEngine, version_id: int | None = None) -> list[Any]:
-    query = select(deliveries).order_by(deliveries.c.id)
+    # With each row's payload, as it was when rows carried their own.
+    query = (
+        select(deliveries, delivery_payloads.c.payload)
+        .select_from(
+            deliveries.outerjoin(
+                delivery_payloads, delivery_payloads.c.id == deliveries.c.payload_id
+            )
+        )
+        .order_by(deliveries.c.id)
+    )
     if version_id is not None:
         query = query.where(deliveries.c.version_id == version_id)
     async with engine.connect() as connection:
