@@ -134,12 +134,26 @@ def _database_unavailable(error: Exception) -> bool:
     timeout, or no pooled connection free in time (rolled back, so nothing was changed)."""
     if isinstance(error, PoolTimeoutError):
         return True
+    if isinstance(error, OSError):
+        return _raised_connecting_to_database(error)
     if not isinstance(error, DBAPIError):
         return False
     if error.connection_invalidated:
         return True
     said = str(error.orig).lower()
     return isinstance(error, OperationalError) and any(words in said for words in _UNAVAILABLE)
+
+
+def _raised_connecting_to_database(error: OSError) -> bool:
+    """A refused or timed-out connection reaches us bare (asyncpg's OSError is not a DBAPI
+    error, so SQLAlchemy does not wrap it); it is the database's only when it was raised while
+    the pool was opening a connection, not by some other socket a handler used."""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__", "").startswith("sqlalchemy.pool"):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _friendly_detail(error: web.HTTPException) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from broadcaster.settings import (
 )
 from broadcaster.storage.engine import create_engine
 from broadcaster.web_app import create_app
+from broadcaster.web_middleware import _database_unavailable
 
 LOADED = LoadedSettings(
     Settings(alerts=AlertSettings().relative_to(SHIPPED_CONFIG_DIR)),
@@ -62,6 +65,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path) ->
             assert "broadcaster_database_up 0.0" in metrics
     finally:
         await engine.dispose()
+        await _failed_sqlite_connections_closed()
 
 
 async def test_a_request_that_cannot_reach_the_database_is_503_to_retry(tmp_path: Path) -> None:
@@ -77,6 +81,41 @@ async def test_a_request_that_cannot_reach_the_database_is_503_to_retry(tmp_path
             assert problem["request_id"] == response.headers["X-Request-Id"]
     finally:
         await engine.dispose()
+        await _failed_sqlite_connections_closed()
+
+
+async def _failed_sqlite_connections_closed() -> None:
+    # aiosqlite 0.22 closes a connection that failed to open without waiting; its thread then
+    # answers the loop, which pytest may have closed by then ("Event loop is closed" in a
+    # thread, blamed on the next test). Wait for those threads while the loop still runs.
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5.0)
+
+
+async def test_a_database_server_that_refuses_connections_is_503_to_retry() -> None:
+    # Nothing listens on port 1: asyncpg's ConnectionRefusedError reaches the handler bare.
+    engine = create_engine(DatabaseSettings(url="postgresql+asyncpg://postgres@127.0.0.1:1/db"))
+    try:
+        async with TestClient(TestServer(create_app(LOADED, engine))) as client:
+            response = await client.get("/api/v1/alerts", headers={"Authorization": "Bearer x" * 8})
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+    finally:
+        await engine.dispose()
+
+
+async def test_a_socket_error_of_a_handlers_own_is_no_database_outage() -> None:
+    refused = _refused_elsewhere()
+    assert isinstance(refused, ConnectionRefusedError)
+    assert not _database_unavailable(refused)
+
+
+def _refused_elsewhere() -> OSError:
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('10.0.0.9', 443)")
+    except OSError as error:
+        return error
 
 
 async def test_a_database_bug_stays_a_500_not_a_retry(tmp_path: Path) -> None:
