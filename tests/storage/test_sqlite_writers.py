@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -24,18 +25,24 @@ def _connect(path: Path, timeout: float = 5.0) -> WriterQueueConnection:
     return connection
 
 
+def _run(connection: sqlite3.Connection, sql: str) -> sqlite3.Cursor:
+    # Through a cursor, as aiosqlite and SQLAlchemy run statements: Connection.execute goes
+    # straight to C and would bypass the queue.
+    return connection.cursor().execute(sql)
+
+
 def test_a_second_writer_waits_for_the_first_to_commit_then_goes(tmp_path: Path) -> None:
     path = tmp_path / "one.db"
     first, second = _connect(path), _connect(path)
-    first.execute("CREATE TABLE t (n INTEGER)")
-    first.execute("BEGIN IMMEDIATE")
-    first.execute("INSERT INTO t VALUES (1)")
+    _run(first, "CREATE TABLE t (n INTEGER)")
+    _run(first, "BEGIN IMMEDIATE")
+    _run(first, "INSERT INTO t VALUES (1)")
     began = threading.Event()
 
     def write_second() -> None:
-        second.execute("BEGIN IMMEDIATE")
+        _run(second, "BEGIN IMMEDIATE")
         began.set()
-        second.execute("INSERT INTO t VALUES (2)")
+        _run(second, "INSERT INTO t VALUES (2)")
         second.commit()
 
     waiting = threading.Thread(target=write_second)
@@ -44,7 +51,7 @@ def test_a_second_writer_waits_for_the_first_to_commit_then_goes(tmp_path: Path)
     first.commit()
     waiting.join(10)
     assert began.is_set()
-    assert [row[0] for row in first.execute("SELECT n FROM t ORDER BY n")] == [1, 2]
+    assert [row[0] for row in _run(first, "SELECT n FROM t ORDER BY n")] == [1, 2]
     first.close()
     second.close()
 
@@ -52,22 +59,37 @@ def test_a_second_writer_waits_for_the_first_to_commit_then_goes(tmp_path: Path)
 def test_a_writer_that_waits_too_long_gets_sqlites_own_error(tmp_path: Path) -> None:
     path = tmp_path / "two.db"
     holder, impatient = _connect(path), _connect(path, timeout=0.2)
-    holder.execute("BEGIN IMMEDIATE")
+    _run(holder, "BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-        impatient.execute("BEGIN IMMEDIATE")
+        _run(impatient, "BEGIN IMMEDIATE")
     holder.rollback()  # a rollback ends the turn too
-    impatient.execute("BEGIN IMMEDIATE")
+    _run(impatient, "BEGIN IMMEDIATE")
     impatient.commit()
     holder.close()
     impatient.close()
 
 
+def test_the_advisory_lock_alone_holds_a_writer_back(tmp_path: Path) -> None:
+    # Another process's turn, with SQLite itself unlocked: the writer waits for the turn.
+    path = tmp_path / "turn.db"
+    writer = _connect(path, timeout=0.2)
+    other = os.open(lock_path(str(path)), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        _run(writer, "BEGIN IMMEDIATE")
+    fcntl.flock(other, fcntl.LOCK_UN)
+    _run(writer, "BEGIN IMMEDIATE")
+    writer.commit()
+    os.close(other)
+    writer.close()
+
+
 def test_closing_a_connection_mid_transaction_frees_the_turn(tmp_path: Path) -> None:
     path = tmp_path / "three.db"
     gone, next_one = _connect(path), _connect(path, timeout=2.0)
-    gone.execute("BEGIN IMMEDIATE")
+    _run(gone, "BEGIN IMMEDIATE")
     gone.close()
-    next_one.execute("BEGIN IMMEDIATE")
+    _run(next_one, "BEGIN IMMEDIATE")
     next_one.commit()
     next_one.close()
 
