@@ -105,6 +105,14 @@ class SqlUpdateInbox:
             rows = (await connection.execute(query.order_by(_t.update_id).limit(limit))).all()
         return [KeptUpdate(int(row.update_id), row.body) for row in rows]
 
+    async def forget_messages_before(self, update_id: int) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                delete(telegram_updates).where(
+                    _t.target == self.target, _t.post_id.is_(None), _t.update_id < update_id
+                )
+            )
+
     async def _forward(self, condition: ColumnElement[bool]) -> PostForward | None:
         """The newest kept forward of our posts that meets `condition`."""
         query = (

@@ -299,8 +299,12 @@ class TelegramChannel(Channel):
         group and direct messages to the bot. They are read from the inbox (after reading
         getUpdates into it), so a process that reconciled and confirmed them loses none; the
         cursor is the update id to read from next time."""
-        read_to = await self._read_updates()
         start = int(cursor) if cursor else None
+        if start is not None:
+            # The caller stored what came before its cursor: the people's messages need not
+            # wait here any longer (their reports have retention rules of their own).
+            await self._inbox.forget_messages_before(start)
+        read_to = await self._read_updates()
         limit = UPDATES_PAGE * MAX_UPDATE_PAGES
         kept = await self._inbox.messages_from(start, limit)
         messages: list[InboundMessage] = []

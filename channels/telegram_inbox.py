@@ -77,6 +77,11 @@ class UpdateInbox(Protocol):
         """Updates that are not forwards of our posts, from `update_id` on, oldest first."""
         ...
 
+    async def forget_messages_before(self, update_id: int) -> None:
+        """Drop the people's messages before `update_id`: the reader has stored them (as
+        reports, under their retention rules) and needs them no more. Forwards stay."""
+        ...
+
 
 class MemoryUpdateInbox:
     """An inbox in this process only: what another process confirmed it never sees."""
@@ -117,3 +122,7 @@ class MemoryUpdateInbox:
             if i >= start and self._updates[i].forward is None
         ]
         return found[:limit]
+
+    async def forget_messages_before(self, update_id: int) -> None:
+        for kept_id in [i for i, u in self._updates.items() if i < update_id and not u.forward]:
+            del self._updates[kept_id]

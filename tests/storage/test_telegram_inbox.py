@@ -58,6 +58,10 @@ async def test_kept_updates_answer_offsets_forwards_and_messages(engine: AsyncEn
     assert [u.body["message"]["text"] for u in await inbox.messages_from(0, 1)] == [
         "Is Elm St closed?"
     ]
+    # Once the poller has stored the messages before 13, they are dropped; forwards stay.
+    await inbox.forget_messages_before(13)
+    assert [u.update_id for u in await inbox.messages_from(None, 10)] == [13]
+    assert await inbox.forward_in_group(1001) is not None
     # Each bot has its own queue.
     assert await SqlUpdateInbox(engine, "telegram-drill", Clock()).next_offset() is None
 
@@ -132,6 +136,14 @@ async def test_processes_sharing_the_database_see_what_another_confirmed(
         assert emulator.updates == []
         messages, cursor = await poller.fetch_inbound(cursor)
         assert [m.text for m in messages] == ["Water at the door"]
+        # The 152 messages the poller had stored before are no longer kept here.
+        async with engine.connect() as connection:
+            kept = await connection.scalar(
+                select(func.count())
+                .select_from(telegram_updates)
+                .where(telegram_updates.c.post_id.is_(None))
+            )
+        assert kept == 1
         again, _ = await poller.fetch_inbound(cursor)
         assert list(again) == []
     finally:
