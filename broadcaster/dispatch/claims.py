@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import NullType
 
 from broadcaster.dispatch.payload import Payload, receipts_from_json
 from broadcaster.dispatch.payload_cache import PayloadCache
@@ -65,9 +66,11 @@ class Claimed:
         return self.attempt == 1
 
 
-def _claim_order(row: Any) -> tuple[datetime, int]:
-    # A lapsed lease has no next_attempt_at of its own that matters: it is overdue.
-    return (row.next_attempt_at or datetime.min.replace(tzinfo=UTC), row.id)
+def _claim_order(row: Any) -> tuple[bool, Any, int]:
+    # A lapsed lease has no next_attempt_at of its own that matters: it is overdue. The time is
+    # compared as the driver returns it (see _pick): without one first, then oldest first.
+    due = row.next_attempt_at
+    return (due is not None, "" if due is None else due, row.id)
 
 
 def lease_token(worker: str, claim_number: int) -> str:
@@ -92,7 +95,10 @@ def _pick(state: DeliveryState, *, lock: bool) -> Any:
         deliveries.c.state,
         deliveries.c.lease_owner,
         deliveries.c.attempts,
-        deliveries.c.next_attempt_at,
+        # As the driver returns it, only to sort rows of several states (rarely): SQLite's text
+        # (fixed-width, so it sorts as the times do) or PostgreSQL's datetime. Parsing SQLite's
+        # text into a datetime cost more than anything else a claim does per row.
+        type_coerce(deliveries.c.next_attempt_at, NullType()).label("next_attempt_at"),
     ).where(deliveries.c.target == bindparam("target"), deliveries.c.state == state.value)
     if state is _S.in_flight:
         # In flight under a lease that lapsed, and never from ourselves: a worker whose
