@@ -98,6 +98,7 @@ class Dispatcher:
             batch=self.settings.claim_batch,
             clock=clock,
             after_flush=self._after_flush,
+            running=self._running,
         )
         self.context = Context(
             engine=engine,
@@ -248,6 +249,10 @@ class Dispatcher:
                 log.warning("reading pauses failed: %s: %s", type(error).__name__, error)
 
     # --- recording -------------------------------------------------------------------------------
+
+    def _running(self) -> int:
+        """Claimed tries whose results have not reached the recorder yet."""
+        return len(self._tasks)
 
     async def _after_flush(self, results: Sequence[Result]) -> None:
         freed = False
