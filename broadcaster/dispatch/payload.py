@@ -131,8 +131,15 @@ def receipts_from_json(data: Sequence[Mapping[str, Any]] | None) -> list[Receipt
     return [receipt_from_json(item) for item in data or ()]
 
 
+_PLAIN: Final = frozenset({str, int, float, bool})
+
+
 def _jsonable(value: Any) -> Any:
     """Receipt extras are meant to be JSON already; make sure (dates and tuples slip in)."""
+    # The plain kinds first, by exact type: they are nearly every value, and the Mapping check
+    # below is an abstract-class lookup (a receipt's extras are written for every delivery).
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
