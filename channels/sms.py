@@ -135,6 +135,8 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
     def __init__(self, *, timeout: float, logger: logging.Logger) -> None:
         super().__init__(timeout=timeout, logger=logger, max_retries=None)
         self._client_timeout = aiohttp.ClientTimeout(total=timeout)
+        # The last credentials and their header: the same pair on every request of a target.
+        self._authorization: tuple[tuple[str, str], str] | None = None
 
     def log_request(self, kwargs: dict[str, Any]) -> None:
         # The stock client formats every request's URL, parameters and headers line by line
@@ -161,7 +163,12 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]
         _last_response.set(None)
         headers = dict(headers or {})
         if auth is not None:
-            headers["Authorization"] = basic_authorization(*auth)
+            user, password = auth
+            known = self._authorization
+            if known is None or known[0] != (user, password):
+                known = ((user, password), basic_authorization(user, password))
+                self._authorization = known
+            headers["Authorization"] = known[1]
         body: bytes | None = None
         if data:
             # Encoded here, as aiohttp would (application/x-www-form-urlencoded): handed a dict,
@@ -546,15 +553,16 @@ class SmsChannel(Channel):
         recipient: str | None = None,
     ) -> Receipt:
         to = self._recipient(recipient)
-        where = f"sms target {self.target.name!r}, send {key!r}"
         client = self._twilio()
         try:
             message = await client.api.account.messages.create_async(
                 to=to, body=post.text, **self._sender()
             )
         except TwilioException as error:
+            where = f"sms target {self.target.name!r}, send {key!r}"
             raise _map_twilio_error(error, where, writing=True) from None
         except (aiohttp.ClientError, TimeoutError) as error:
+            where = f"sms target {self.target.name!r}, send {key!r}"
             raise _lost(where, error, writing=True) from None
         self._remember(to, str(message.sid))
         return self._receipt(message, to, post.language)
