@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, delete, func, select
@@ -20,17 +20,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster.storage.schema import telegram_updates
-from channels.telegram_inbox import KeptUpdate, PostForward, text_digest
+from channels.telegram_inbox import FRESH_FOR, KeptUpdate, PostForward, text_digest
 
 __all__ = ["KEPT_FOR", "SqlUpdateInbox"]
 
 log = logging.getLogger(__name__)
 
-# Telegram numbers updates in sequence, but after a week without any it may start again from a
-# random number: an offset taken from older updates could then confirm (lose) new ones unread.
-# So only updates kept within this window set the offset, and older ones are deleted; a week of
-# forwards also covers every reconciliation, which ends within hours of the try it checks.
-KEPT_FOR: Final = timedelta(days=6)
+# Only updates kept within FRESH_FOR set the offset (Telegram may renumber after a week of
+# silence); older ones are deleted. Six days of forwards also cover every reconciliation,
+# which ends within hours of the try it checks.
+KEPT_FOR: Final = FRESH_FOR
 PURGE_EVERY_SECONDS: Final = 3600.0
 
 _t = telegram_updates.c

@@ -300,11 +300,16 @@ class TelegramChannel(Channel):
         getUpdates into it), so a process that reconciled and confirmed them loses none; the
         cursor is the update id to read from next time."""
         start = int(cursor) if cursor else None
-        if start is not None:
+        read_to = await self._read_updates()
+        if start is not None and read_to is not None and read_to < start:
+            # Everything kept is older than the cursor: after a week without updates Telegram
+            # numbers them afresh, from a random point. Read all that is kept (taking in a
+            # message twice is harmless: ingestion knows it).
+            start = None
+        elif start is not None:
             # The caller stored what came before its cursor: the people's messages need not
             # wait here any longer (their reports have retention rules of their own).
             await self._inbox.forget_messages_before(start)
-        read_to = await self._read_updates()
         limit = UPDATES_PAGE * MAX_UPDATE_PAGES
         kept = await self._inbox.messages_from(start, limit)
         messages: list[InboundMessage] = []

@@ -16,13 +16,15 @@ this process only, for an adapter used on its own.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 __all__ = [
+    "FRESH_FOR",
     "KeptUpdate",
     "MemoryUpdateInbox",
     "PostForward",
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 MEMORY_KEEPS: Final = 5000  # updates a MemoryUpdateInbox holds; the oldest go first
+# Telegram numbers updates in sequence, but after a week without any it may start again from a
+# random number: an offset taken from older updates could then confirm (lose) new ones unread.
+# So only updates kept within this window set the offset.
+FRESH_FOR: Final = timedelta(days=6)
 
 
 def text_digest(text: str) -> str:
@@ -86,19 +92,27 @@ class UpdateInbox(Protocol):
 class MemoryUpdateInbox:
     """An inbox in this process only: what another process confirmed it never sees."""
 
-    def __init__(self, keeps: int = MEMORY_KEEPS) -> None:
+    def __init__(
+        self, keeps: int = MEMORY_KEEPS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._keeps = keeps
+        self._clock = clock  # seconds
         self._updates: OrderedDict[int, KeptUpdate] = OrderedDict()
+        self._kept_at: dict[int, float] = {}
 
     async def next_offset(self) -> int | None:
-        return max(self._updates) + 1 if self._updates else None
+        fresh_since = self._clock() - FRESH_FOR.total_seconds()
+        fresh = [i for i, at in self._kept_at.items() if at > fresh_since]
+        return max(fresh) + 1 if fresh else None
 
     async def keep(self, updates: Sequence[KeptUpdate]) -> None:
+        now = self._clock()
         for update in updates:
             self._updates[update.update_id] = update
+            self._kept_at[update.update_id] = now
         if len(self._updates) > self._keeps:
             for update_id in sorted(self._updates)[: len(self._updates) - self._keeps]:
-                del self._updates[update_id]
+                del self._updates[update_id], self._kept_at[update_id]
 
     async def forward_with_text(self, text: str) -> PostForward | None:
         wanted = text.strip()
@@ -125,4 +139,4 @@ class MemoryUpdateInbox:
 
     async def forget_messages_before(self, update_id: int) -> None:
         for kept_id in [i for i, u in self._updates.items() if i < update_id and not u.forward]:
-            del self._updates[kept_id]
+            del self._updates[kept_id], self._kept_at[kept_id]
