@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from approvals.alert import AlertContent, Area
@@ -21,7 +21,9 @@ from broadcaster.storage.schema import (
     users,
 )
 from broadcaster.triage.filters import ReportFilter
+from broadcaster.triage.states import ReplyState
 from broadcaster.triage.views import (
+    HeldReplyOut,
     IncidentOut,
     ReplyOut,
     ReportOut,
@@ -36,6 +38,7 @@ __all__ = [
     "export_reports",
     "get_incident",
     "get_report",
+    "held_replies",
     "list_incidents",
     "list_reports",
     "outs",
@@ -151,6 +154,40 @@ async def _replies(connection: AsyncConnection, report_id: int) -> list[ReplyOut
             error=row["error"],
             created_at=row["created_at"],
             sent_at=row["sent_at"],
+        )
+        for row in rows
+    ]
+
+
+async def held_replies(
+    connection: AsyncConnection, *, limit: int
+) -> tuple[int, list[HeldReplyOut]]:
+    """Free-text replies waiting for a second responder: how many, and the longest-waiting
+    `limit` of them (whatever their report's state: a closed report's held reply still waits)."""
+    waiting = report_replies.c.state == ReplyState.pending_approval.value
+    total = int(
+        await connection.scalar(select(func.count()).select_from(report_replies).where(waiting))
+        or 0
+    )
+    if total == 0:
+        return 0, []
+    rows = (
+        await connection.execute(
+            select(
+                report_replies.c.id,
+                report_replies.c.report_id,
+                report_replies.c.created_at,
+                users.c.username,
+            )
+            .join(users, users.c.id == report_replies.c.author_id)
+            .where(waiting)
+            .order_by(report_replies.c.created_at, report_replies.c.id)
+            .limit(limit)
+        )
+    ).all()
+    return total, [
+        HeldReplyOut(
+            id=row.id, report_id=row.report_id, author=row.username, created_at=row.created_at
         )
         for row in rows
     ]

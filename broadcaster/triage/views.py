@@ -12,6 +12,7 @@ from broadcaster.triage.scoring import SIMILAR, similar_text
 from broadcaster.triage.states import IncidentState, ReplyState, ReportState
 
 __all__ = [
+    "HeldReplyOut",
     "IncidentOut",
     "ReasonOut",
     "ReplyOut",
@@ -45,6 +46,15 @@ class ReplyOut(BaseModel):
     error: str | None
     created_at: datetime
     sent_at: datetime | None
+
+
+class HeldReplyOut(BaseModel):
+    """A free-text reply waiting for a second responder, as the queue lists it."""
+
+    id: int
+    report_id: int
+    author: str | None
+    created_at: datetime
 
 
 class ReportOut(BaseModel):
