@@ -94,6 +94,10 @@ NOTICES: Final = {
     "user_changed": "Saved. Their open sessions were ended.",
     "report_done": "Done.",
     "replied": "Reply recorded.",
+    "reply_approved": "Reply approved and sent.",
+    "reply_refused": "Reply refused. It will never be sent.",
+    "rumour_started": "Rumour-control draft started. A duty officer completes it and submits it "
+    "for approval; it goes out only once approved.",
 }
 
 
