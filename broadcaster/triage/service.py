@@ -281,6 +281,7 @@ class TriageService:
             )
         if hold:
             self.metrics.replies.labels("held").inc()
+            await self._republish(report_id)  # open queues show it waits for a second person
             return await self._reply_out(report_id, reply_id)
         return await self._send(who, report, reply_id, body, language)
 
@@ -333,10 +334,16 @@ class TriageService:
                 {"reply": reply_id},
                 now,
             )
+        await self._republish(report_id)  # no longer waiting: open queues drop it
         if not approve:
             self.metrics.replies.labels("rejected").inc()
             return await self._reply_out(report_id, reply_id)
         return await self._send(who, report, reply_id, row["text"], row["language"])
+
+    async def _republish(self, report_id: int) -> None:
+        async with self.engine.connect() as connection:
+            changed = await self._outs(connection, [report_id])
+        self.hub.publish_reports(changed)
 
     async def _send(
         self,

@@ -109,3 +109,23 @@ async def test_the_live_queue_is_refused_without_the_permission(triage_app: Tria
         "/api/v1/reports/events", headers=triage_app.auth("officer")
     )
     assert response.status == 403
+
+
+async def test_a_reply_held_for_a_second_responder_and_its_approval_show_up_live(
+    triage_app: TriageApp,
+) -> None:
+    # Open queues list the replies waiting for a second person: they must hear of both.
+    post_id = await _alert_on(triage_app, "x")
+    async with live_queue(triage_app) as stream:
+        await triage_app.platforms.emulators["x"].generate_replies(1, "trapped at 12 Elm", post_id)
+        _, report = await next_event(stream)
+        _, held = await triage_app.call(
+            "POST", f"/reports/{report['id']}/reply", json={"text": "Crew is 5 min away"}
+        )
+        name, changed = await next_event(stream)
+        assert (name, changed["id"]) == ("report", report["id"])
+        await triage_app.call(
+            "POST", f"/reports/{report['id']}/replies/{held['id']}/approve", who="responder2"
+        )
+        name, changed = await next_event(stream)
+        assert (name, changed["id"]) == ("report", report["id"])
