@@ -9,7 +9,7 @@ import json
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +20,16 @@ from approvals.roles import Role
 from broadcaster import audit, users
 from broadcaster.auth import totp
 from broadcaster.auth.passwords import WeakPassword
-from broadcaster.auth.tokens import create_token
+from broadcaster.auth.tokens import (
+    NotTheirToken,
+    Revocation,
+    TokenInfo,
+    TokenNotFound,
+    create_token,
+    list_tokens,
+    revoke_all_tokens,
+    revoke_token,
+)
 from broadcaster.cli_bench_dispatch import add_dispatch_bench
 from broadcaster.cli_bench_inbound import add_inbound_bench
 from broadcaster.cli_contacts import add_contacts_commands
@@ -253,6 +262,110 @@ def cmd_token_create(loaded: LoadedSettings, args: argparse.Namespace) -> None:
     )
 
 
+def _when(moment: datetime | None, never: str = "-") -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else never
+
+
+def cmd_token_list(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    async def work(engine: AsyncEngine) -> list[TokenInfo]:
+        async with engine.connect() as connection:
+            user = await users.require_user(connection, args.username)
+            return await list_tokens(connection, user.id)
+
+    tokens = asyncio.run(_with_engine(loaded, work))
+    if not tokens:
+        print(
+            f"{args.username} has no API tokens: create one with "
+            f"`broadcaster token create {args.username}`"
+        )
+        return
+    now = datetime.now(UTC)
+    print(
+        f"{'ID':>6}  {'NAME':<20} {'PREFIX':<13} {'CREATED':<20} {'EXPIRES':<20} "
+        f"{'LAST USED':<20} STATE"
+    )
+    for token in tokens:
+        state = token.state(now).value
+        if token.revoked_at is not None:
+            state += f" {_when(token.revoked_at)}"
+        print(
+            f"{token.id:>6}  {token.name:<20} {token.prefix + '...':<13} "
+            f"{_when(token.created_at):<20} {_when(token.expires_at, 'never'):<20} "
+            f"{_when(token.last_used_at, 'never'):<20} {state}"
+        )
+
+
+def _describe(token: TokenInfo) -> str:
+    return f"API token {token.id} ({token.name}, {token.prefix}...)"
+
+
+def cmd_token_revoke(loaded: LoadedSettings, args: argparse.Namespace) -> None:
+    if (args.token_id is None) == (not args.all):
+        print(
+            "broadcaster token revoke: give a TOKEN_ID (see `broadcaster token list "
+            f"{args.username}`) or --all, one of the two",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE)
+    now = datetime.now(UTC)
+
+    async def one(engine: AsyncEngine) -> Revocation:
+        async with engine.begin() as connection:
+            user = await users.require_user(connection, args.username)
+            try:
+                done = await revoke_token(connection, args.token_id, user_id=user.id, now=now)
+            except TokenNotFound:
+                raise CommandError(f"there is no API token {args.token_id}") from None
+            except NotTheirToken:
+                raise CommandError(
+                    f"API token {args.token_id} is not one of {user.username}'s tokens; "
+                    "nothing was revoked"
+                ) from None
+            # Audited with the token's id and name only: never its value, prefix or hash.
+            await audit.append(
+                connection,
+                _audit_entry(
+                    "token.revoke",
+                    f"user:{user.username}",
+                    token_id=done.token.id,
+                    name=done.token.name,
+                    already_revoked=done.already,
+                ),
+            )
+            return done
+
+    async def every(engine: AsyncEngine) -> list[TokenInfo]:
+        async with engine.begin() as connection:
+            user = await users.require_user(connection, args.username)
+            revoked = await revoke_all_tokens(connection, user.id, now=now)
+            await audit.append(
+                connection,
+                _audit_entry(
+                    "token.revoke_all",
+                    f"user:{user.username}",
+                    count=len(revoked),
+                    token_ids=[token.id for token in revoked],
+                ),
+            )
+            return revoked
+
+    if args.all:
+        revoked = asyncio.run(_with_engine(loaded, every))
+        if not revoked:
+            print(f"{args.username} has no live API tokens; nothing to revoke")
+        for token in revoked:
+            print(f"revoked {_describe(token)} of {args.username}")
+        return
+    done = asyncio.run(_with_engine(loaded, one))
+    if done.already:
+        print(
+            f"{_describe(done.token)} of {args.username} was already revoked "
+            f"({_when(done.token.revoked_at)}); nothing changed"
+        )
+    else:
+        print(f"revoked {_describe(done.token)} of {args.username}")
+
+
 def cmd_audit_verify(loaded: LoadedSettings, args: argparse.Namespace) -> None:
     async def work(engine: AsyncEngine) -> audit.Verification:
         async with engine.connect() as connection:
@@ -369,6 +482,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--days", type=positive_int, help="expire after this many days (default: never)"
     )
+    token_list = command(
+        token_commands,
+        "list",
+        cmd_token_list,
+        "List a user's API tokens: id, name, prefix, when created, expires and last used, "
+        "and whether revoked (never the token itself).",
+    )
+    token_list.add_argument("username")
+    revoke = command(
+        token_commands,
+        "revoke",
+        cmd_token_revoke,
+        "Revoke one of a user's API tokens (by the id `token list` shows), or --all of their "
+        "live ones; it stops working at once (audited).",
+    )
+    revoke.add_argument("username")
+    revoke.add_argument("token_id", nargs="?", type=positive_int, metavar="TOKEN_ID")
+    revoke.add_argument("--all", action="store_true", help="revoke every live token of the user")
 
     audit_group = commands.add_parser("audit", help="The audit log.", description="The audit log.")
     audit_commands = audit_group.add_subparsers(
