@@ -175,9 +175,9 @@ class Outbox:
                 except contacts.ContactsError as error:
                     rows.add_dead(configured, str(error))
                     continue
+                name = configured.name  # a property: read once per target, not per person
                 for recipient in recipients:
-                    slot = (channel, configured.name, recipient.address)
-                    if slot not in reached:
+                    if (channel, name, recipient.address) not in reached:
                         rows.add(
                             configured,
                             recipient,
@@ -335,6 +335,7 @@ class _Rows:
         # `payloads`. Keyed by identity (a Post is not hashable); the posts are kept with it, so
         # an id is never reused for another rendering meanwhile.
         self._numbers: dict[int, int] = {}
+        self._facts: dict[int, tuple[str, str, str, DeliveryState, ConfiguredTarget]] = {}
         self.payloads: list[tuple[tuple[Post, ...], dict[str, Any]]] = []
 
     async def write(self, connection: AsyncConnection) -> None:
@@ -359,14 +360,26 @@ class _Rows:
         posts: tuple[Post, ...] | str,
         kind: DeliveryKind,
     ) -> None:
-        state = _S.held if configured.name in self.paused else _S.queued
+        facts = self._facts.get(id(configured))
+        if facts is None:
+            # What every row of the target shares, read once: these are properties, and a
+            # 100,000-person list read each of them 100,000 times.
+            facts = (
+                configured.channel_class.name,
+                configured.name,
+                configured.target.mode.value,
+                _S.held if configured.name in self.paused else _S.queued,
+                configured,  # kept, so its id is not reused meanwhile
+            )
+            self._facts[id(configured)] = facts
+        channel, name, mode, state = facts[:4]
         error = None
         if isinstance(posts, str):
             state, error, posts = _S.dead, posts, ()
         self._append(
-            configured.channel_class.name,
-            configured.name,
-            configured.target.mode.value,
+            channel,
+            name,
+            mode,
             recipient.address,
             kind,
             state,
