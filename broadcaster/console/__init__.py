@@ -26,6 +26,7 @@ from broadcaster.console import (
     responder,
     sign_in,
     static,
+    tokens,
 )
 from broadcaster.console.housekeeping import housekeeping
 from broadcaster.console.live import CLOSING
@@ -36,6 +37,7 @@ __all__ = ["all_pages", "install"]
 
 PAGE_MODULES: Final[tuple[Pages, ...]] = (
     sign_in.pages,
+    tokens.pages,
     home.pages,
     alert_view.pages,
     officer.pages,

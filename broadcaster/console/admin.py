@@ -3,7 +3,10 @@ pause switch (breach response), the audit log with its verification, and data re
 
 Every change is audited, and any change to a person ends their open sessions so it applies at
 once. An administrator cannot demote, disable or reset themselves here: the service must never
-be left with nobody to run it because of one click.
+be left with nobody to run it because of one click. Revoking all of a person's API tokens (a
+leaked token, a breached account) applies at once too, since every API request looks its token
+up; it leaves their console sessions alone (disable them for that), and an administrator may do
+it to their own tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from broadcaster import audit, users
 from broadcaster.api.framework import path_id
 from broadcaster.auth.passwords import WeakPassword, check_strength, hash_password
 from broadcaster.auth.permissions import Permission
+from broadcaster.auth.tokens import live_token_counts, revoke_all_tokens
 from broadcaster.auth.web_sessions import SESSIONS
 from broadcaster.console.alert_forms import text
 from broadcaster.console.housekeeping import purge as purge_console
@@ -77,6 +81,7 @@ async def _users_page(
                 select(user_table.c.username).where(user_table.c.totp_secret.is_not(None))
             )
         }
+        live_tokens = await live_token_counts(connection, now=request.app[SESSIONS].clock())
     return render_page(
         request,
         "users.html",
@@ -85,6 +90,7 @@ async def _users_page(
         status=status,
         people=people,
         enrolled=enrolled,
+        live_tokens=live_tokens,
         roles=[role.value for role in Role],
         message=message,
         created=created,
@@ -132,12 +138,17 @@ async def add_person(request: web.Request, viewer: Viewer) -> web.StreamResponse
     return await _users_page(request, viewer, created=(person.username, password))
 
 
-async def _person(request: web.Request, viewer: Viewer) -> users.User:
+async def _anyone(request: web.Request) -> users.User:
     name = request.match_info["username"]
     async with request.app[ENGINE].connect() as connection:
         person = await users.get_user(connection, name)
     if person is None:
         raise ApiError(404, "Not found", f"There is no user {name!r}.")
+    return person
+
+
+async def _person(request: web.Request, viewer: Viewer) -> users.User:
+    person = await _anyone(request)
     if person.id == viewer.user.id:
         raise ApiError(
             409,
@@ -202,6 +213,31 @@ async def reset_second_factor(request: web.Request, viewer: Viewer) -> web.Strea
     await request.app[SESSIONS].end_all(person.id)
     await _audit(request, viewer, "user.totp_reset", f"user:{person.username}")
     return see_other("/console/admin/users?done=user_changed")
+
+
+@pages.page(
+    "POST",
+    "/console/admin/users/{username}/revoke-tokens",
+    title="Revoke all API tokens",
+    permission=USERS,
+)
+async def revoke_tokens(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    person = await _anyone(request)
+    async with request.app[ENGINE].begin() as connection:
+        revoked = await revoke_all_tokens(connection, person.id, now=request.app[SESSIONS].clock())
+        # By id and name only: never a token's value, prefix or hash.
+        await audit.append(
+            connection,
+            audit.AuditEntry(
+                actor=viewer.user.username,
+                action="token.revoke_all",
+                subject=f"user:{person.username}",
+                source_address=viewer.source_address,
+                details={"count": len(revoked), "token_ids": [token.id for token in revoked]},
+            ),
+        )
+    done = "tokens_revoked" if revoked else "tokens_none"
+    return see_other(f"/console/admin/users?done={done}")
 
 
 # --- channels ----------------------------------------------------------------------------------

@@ -92,6 +92,11 @@ NOTICES: Final = {
     "requeued_already": "That delivery was already queued again; nothing more to do.",
     "user_added": "Person added. Give them their password in person or by phone.",
     "user_changed": "Saved. Their open sessions were ended.",
+    "token_revoked": "Token revoked. Anything that uses it is refused from now on.",
+    "token_revoked_already": "That token was already revoked; nothing more to do.",
+    "tokens_revoked": "Their live API tokens were revoked. Anything that uses them is refused "
+    "from now on. Their console sessions were left as they were.",
+    "tokens_none": "They had no live API tokens; nothing was revoked.",
     "report_done": "Done.",
     "replied": "Reply recorded.",
     "reply_approved": "Reply approved and sent.",

@@ -1,5 +1,6 @@
 """Signing in and out of the console: password, then the second factor (or enrolling one), then
-a session; and the person's own account page, where they can set up a new authenticator.
+a session; and the person's own account page, where they can set up a new authenticator and
+see their API tokens (created and revoked in console/tokens.py).
 
 Every failure - wrong or unknown username, wrong password, wrong or reused code - is answered
 the same way and counted for throttling (broadcaster/auth/throttle.py). The password is checked
@@ -14,7 +15,7 @@ import functools
 import logging
 import math
 import secrets
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from sqlalchemy import select
@@ -30,6 +31,7 @@ from broadcaster.auth.sessions import (
     SessionStore,
     Stage,
 )
+from broadcaster.auth.tokens import list_tokens
 from broadcaster.auth.web_sessions import SESSIONS, from_this_site, lookup
 from broadcaster.console import enrolment
 from broadcaster.console.pages import (
@@ -408,9 +410,21 @@ async def sign_out(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 # --- the person's own account ------------------------------------------------------------------
 
 
-def _account_page(
-    request: web.Request, viewer: Viewer, *, message: str | None = None, status: int = 200
+async def account_page(
+    request: web.Request,
+    viewer: Viewer,
+    *,
+    message: str | None = None,
+    status: int = 200,
+    **tokens_form: Any,
 ) -> web.Response:
+    """The account page: the second factor and the person's own API tokens. `tokens_form`
+    carries the token form's `token_errors` and `token_values`, and `created_token` on the one
+    answer that shows a new token's value (see console/tokens.py)."""
+    async with request.app[ENGINE].connect() as connection:
+        own_tokens = await list_tokens(connection, viewer.user.id)
+    context: dict[str, Any] = {"token_errors": {}, "token_values": {}, "created_token": None}
+    context.update(tokens_form)
     return render_page(
         request,
         "account.html",
@@ -421,12 +435,15 @@ def _account_page(
         message=message,
         has_second_factor=viewer.session.has_second_factor,
         required=viewer.user.role in SECOND_FACTOR_ROLES,
+        tokens=own_tokens,
+        now=_store(request).clock(),
+        **context,
     )
 
 
 @pages.page("GET", "/console/account", title="Your account", access=Access.signed_in)
 async def account(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    return _account_page(request, viewer)
+    return await account_page(request, viewer)
 
 
 @pages.page("POST", "/console/account/second-factor", title="Your account", access=Access.signed_in)
@@ -439,10 +456,10 @@ async def replace_second_factor(request: web.Request, viewer: Viewer) -> web.Str
             async with request.app[ENGINE].begin() as connection:
                 await totp.verify(connection, viewer.user.id, current, _store(request).clock())
         except totp.SecondFactorError as error:
-            return _account_page(
+            return await account_page(
                 request, viewer, message=f"Current code refused: {error}.", status=422
             )
     message, status = await _confirm_offer(request, viewer, replace=True)
     if message is not None:
-        return _account_page(request, viewer, message=message, status=status)
+        return await account_page(request, viewer, message=message, status=status)
     return see_other(f"{HOME_PATH}/account?done=second_factor")
