@@ -171,9 +171,7 @@ async def test_existing_deliveries_share_one_payload_per_rendering(
 
     # And back: each row gets its own copy again.
     async with old_engine.begin() as connection:
-        await connection.run_sync(
-            lambda sync: command.downgrade(migrate._config(sync), "0007")
-        )
+        await connection.run_sync(lambda sync: command.downgrade(migrate._config(sync), "0007"))
     async with old_engine.connect() as connection:
         back = (
             await connection.execute(
