@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyotp
+import pytest
 from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,6 +59,23 @@ PEOPLE: Final = {
     "admin": (Role.administrator, 3, "Ada Admin"),
 }
 PASSWORD: Final = "a long passphrase for the drill"
+PHONE: Final = {"width": 360, "height": 740}
+DESK: Final = {"width": 1280, "height": 900}
+
+# Every browser test module is marked with this: skipped, saying why, only without Chromium.
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"Debian's Chromium is not installed at {CHROMIUM} (.ci/run installs the `chromium` "
+    "package when it is missing); the browser tests never download a browser",
+)
+
+
+async def fits_screen(page: Any, width: int) -> None:
+    """Nothing wider than the screen: no sideways scrolling on a phone."""
+    scroll = await page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"{page.url} is {scroll} px wide on a {width} px screen"
+
+
 STEP: Final = totp.STEP_SECONDS
 
 

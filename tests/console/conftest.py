@@ -5,9 +5,11 @@ a browser's cookie jar is not what these tests are about (the Playwright tests d
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -21,7 +23,14 @@ from broadcaster import users
 from broadcaster.auth import totp
 from broadcaster.auth.sessions import CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE, digest
 from broadcaster.auth.web_sessions import SESSIONS
-from broadcaster.settings import SHIPPED_CONFIG_DIR, AlertSettings, LoadedSettings, Settings
+from broadcaster.settings import (
+    SHIPPED_CONFIG_DIR,
+    AlertSettings,
+    DatabaseSettings,
+    LoadedSettings,
+    Settings,
+)
+from broadcaster.storage.engine import create_engine
 from broadcaster.targets import Directory
 from broadcaster.users import User
 from broadcaster.web_app import create_app
@@ -149,3 +158,14 @@ async def console(
     app[SESSIONS].clock = clock
     async with TestClient(TestServer(app), cookie_jar=DummyCookieJar()) as client:
         yield Console(client, app, clock, people, secrets)
+
+
+@pytest.fixture
+async def engine_file(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[AsyncEngine]:
+    """The browser tests run on the embedded SQLite database (the pages' storage is tested on both
+    backends elsewhere); a copy of the migrated template is fastest."""
+    path = tmp_path / "browser.db"
+    shutil.copyfile(sqlite_template, path)
+    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
+    yield engine
+    await engine.dispose()

@@ -6,9 +6,6 @@ it. Screenshots go to test-artifacts/screenshots/held-reply/."""
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,43 +15,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from approvals.roles import Role
 from broadcaster import users
 from broadcaster.auth import totp
-from broadcaster.settings import DatabaseSettings
-from broadcaster.storage.engine import create_engine
 from broadcaster.storage.schema import reports
 from tests.channels import samples
 from tests.console.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
+    PHONE,
     SCREENSHOTS,
     Screens,
     Service,
+    fits_screen,
+    needs_chromium,
     running_service,
 )
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"Debian's Chromium is not installed at {CHROMIUM} (.ci/run installs the `chromium` "
-    "package when it is missing); the browser tests never download a browser",
-)
+pytestmark = needs_chromium
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
-PHONE = {"width": 360, "height": 740}
-DESK = {"width": 1280, "height": 900}
 SAID = "Trapped in the attic at 40 Elm St with grandma, water at the stairs"
 REPLY = "A boat crew is on its way to 40 Elm St. Stay in the attic and keep a light on."
-
-
-@pytest.fixture
-async def engine_file(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[AsyncEngine]:
-    """The browser runs on the embedded SQLite database (the pages' storage is tested on both
-    backends in test_responder_actions.py); a copy of the migrated template is fastest."""
-    path = tmp_path / "browser.db"
-    shutil.copyfile(sqlite_template, path)
-    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
-    yield engine
-    await engine.dispose()
 
 
 async def _second_responder(engine: AsyncEngine, service: Service) -> None:
@@ -88,11 +69,6 @@ async def _sign_in(
     await expect(page).to_have_url(re.compile(r"/console/reports$"))  # back where they were going
     await screens.shot(page, f"queue {who}")
     return page
-
-
-async def _fits(page: Any, width: int) -> None:
-    scroll = await page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"{page.url} is {scroll} px wide on a {width} px screen"
 
 
 def _carried(service: Service) -> list[str]:
@@ -132,7 +108,7 @@ async def _path(browser: Any, service: Service, screens: Screens, report_id: int
     await expect(held).to_contain_text(REPLY)
     await expect(held).to_contain_text("you cannot approve your own")
     await expect(writer.get_by_role("button", name="Approve and send")).to_have_count(0)
-    await _fits(writer, PHONE["width"])
+    await fits_screen(writer, PHONE["width"])
     await screens.shot(writer, "held reply seen by its writer on a phone")
     assert REPLY not in _carried(service)
 
@@ -140,7 +116,7 @@ async def _path(browser: Any, service: Service, screens: Screens, report_id: int
     second = await _sign_in(browser, service, screens, "responder2", PHONE)
     waiting = second.get_by_role("region", name="1 reply waits for a second responder")
     await expect(waiting).to_contain_text("reply by responder")
-    await _fits(second, PHONE["width"])
+    await fits_screen(second, PHONE["width"])
     await screens.shot(second, "queue with a reply waiting")
     await waiting.get_by_role("link", name=f"Report {report_id}").click()
     await expect(second).to_have_url(re.compile(rf"/console/reports/{report_id}#held$"))
@@ -150,7 +126,7 @@ async def _path(browser: Any, service: Service, screens: Screens, report_id: int
     approve = held.get_by_role("button", name="Approve and send")
     await expect(approve).to_have_accessible_description(REPLY)
     await expect(held.get_by_role("button", name="Refuse (never sent)")).to_be_visible()
-    await _fits(second, PHONE["width"])
+    await fits_screen(second, PHONE["width"])
     await screens.shot(second, "held reply seen by a second responder")
     assert REPLY not in _carried(service)  # nothing went out before the approval
     await approve.focus()

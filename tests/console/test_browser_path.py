@@ -10,50 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broadcaster.settings import DatabaseSettings
-from broadcaster.storage.engine import create_engine
 from broadcaster.storage.schema import deliveries
 from tests.console.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    DESK,
     PASSWORD,
+    PHONE,
     Screens,
     Service,
+    fits_screen,
+    needs_chromium,
     running_service,
 )
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=f"Debian's Chromium is not installed at {CHROMIUM} (.ci/run installs the `chromium` "
-    "package when it is missing); the browser tests never download a browser",
-)
+pytestmark = needs_chromium
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
 
 EIGHT = ("cap", "email", "facebook", "mastodon", "sms", "telegram", "webhook", "x")
-PHONE = {"width": 360, "height": 740}
-DESK = {"width": 1280, "height": 900}
 WAIT_MS = 30_000
-
-
-@pytest.fixture
-async def engine_file(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[AsyncEngine]:
-    """The browser path runs on the embedded SQLite database (its storage is tested on both
-    backends elsewhere); a copy of the migrated template is fastest."""
-    path = tmp_path / "browser.db"
-    shutil.copyfile(sqlite_template, path)
-    engine = create_engine(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
-    yield engine
-    await engine.dispose()
 
 
 async def _tab_to(page: Any, selector: str, limit: int = 40) -> None:
@@ -101,12 +83,6 @@ async def _sign_in(
     await expect(page).to_have_url(re.compile(r"/console$"))
     await screens.shot(page, f"home {who}")
     return page
-
-
-async def _fits(page: Any, width: int) -> None:
-    """Nothing wider than the screen: no sideways scrolling on a phone."""
-    scroll = await page.evaluate("document.documentElement.scrollWidth")
-    assert scroll <= width, f"{page.url} is {scroll} px wide on a {width} px screen"
 
 
 async def _approve(page: Any, service: Service, screens: Screens, who: str, alert_id: int) -> None:
@@ -225,11 +201,11 @@ async def _path(browser: Any, service: Service, screens: Screens, engine: AsyncE
     )
     row = responder.get_by_role("link", name=re.compile("Trapped on the roof"))
     await expect(row).to_be_visible(timeout=WAIT_MS)  # polled, then pushed to the open page
-    await _fits(responder, PHONE["width"])
+    await fits_screen(responder, PHONE["width"])
     await screens.shot(responder, "queue with the public reply on a phone")
     await row.click()
     await expect(responder.get_by_text("Also looking at this report")).to_be_visible()
-    await _fits(responder, PHONE["width"])
+    await fits_screen(responder, PHONE["width"])
     await screens.shot(responder, "report on a phone")
     await responder.get_by_role("button", name="Do it").click()  # acknowledge
     await expect(responder.get_by_role("status")).to_contain_text("Done")
