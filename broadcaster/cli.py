@@ -26,9 +26,12 @@ from broadcaster.auth.tokens import (
     TokenInfo,
     TokenNotFound,
     create_token,
+    created_details,
     list_tokens,
     revoke_all_tokens,
     revoke_token,
+    revoked_all_details,
+    revoked_details,
 )
 from broadcaster.cli_bench_dispatch import add_dispatch_bench
 from broadcaster.cli_bench_inbound import add_inbound_bench
@@ -243,11 +246,7 @@ def cmd_token_create(loaded: LoadedSettings, args: argparse.Namespace) -> None:
             await audit.append(
                 connection,
                 _audit_entry(
-                    "token.create",
-                    f"user:{user.username}",
-                    token_id=issued.id,
-                    name=args.name,
-                    expires_at=issued.expires_at.isoformat() if issued.expires_at else None,
+                    "token.create", f"user:{user.username}", **created_details(issued, args.name)
                 ),
             )
             return issued.value
@@ -324,13 +323,7 @@ def cmd_token_revoke(loaded: LoadedSettings, args: argparse.Namespace) -> None:
             # Audited with the token's id and name only: never its value, prefix or hash.
             await audit.append(
                 connection,
-                _audit_entry(
-                    "token.revoke",
-                    f"user:{user.username}",
-                    token_id=done.token.id,
-                    name=done.token.name,
-                    already_revoked=done.already,
-                ),
+                _audit_entry("token.revoke", f"user:{user.username}", **revoked_details(done)),
             )
             return done
 
@@ -341,10 +334,7 @@ def cmd_token_revoke(loaded: LoadedSettings, args: argparse.Namespace) -> None:
             await audit.append(
                 connection,
                 _audit_entry(
-                    "token.revoke_all",
-                    f"user:{user.username}",
-                    count=len(revoked),
-                    token_ids=[token.id for token in revoked],
+                    "token.revoke_all", f"user:{user.username}", **revoked_all_details(revoked)
                 ),
             )
             return revoked

@@ -109,6 +109,23 @@ def _live(now: datetime) -> ColumnElement[bool]:
     )
 
 
+# What the audit log says of a token (one place for every caller: the command line, the
+# console's account and Users pages): its id and name, never its value, prefix or hash.
+
+
+def created_details(issued: IssuedToken, name: str) -> dict[str, Any]:
+    expires_at = issued.expires_at.isoformat() if issued.expires_at else None
+    return {"token_id": issued.id, "name": name, "expires_at": expires_at}
+
+
+def revoked_details(done: Revocation) -> dict[str, Any]:
+    return {"token_id": done.token.id, "name": done.token.name, "already_revoked": done.already}
+
+
+def revoked_all_details(revoked: list[TokenInfo]) -> dict[str, Any]:
+    return {"count": len(revoked), "token_ids": [token.id for token in revoked]}
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -150,9 +167,8 @@ async def user_for_token(
             .join(api_tokens, api_tokens.c.user_id == users.c.id)
             .where(
                 api_tokens.c.token_hash == _digest(token),
-                api_tokens.c.revoked_at.is_(None),
-                or_(api_tokens.c.expires_at.is_(None), api_tokens.c.expires_at > moment),
-                and_(users.c.active.is_(True)),
+                _live(moment),
+                users.c.active.is_(True),
             )
         )
     ).first()

@@ -23,7 +23,7 @@ from broadcaster import audit, users
 from broadcaster.api.framework import path_id
 from broadcaster.auth.passwords import WeakPassword, check_strength, hash_password
 from broadcaster.auth.permissions import Permission
-from broadcaster.auth.tokens import live_token_counts, revoke_all_tokens
+from broadcaster.auth.tokens import live_token_counts, revoke_all_tokens, revoked_all_details
 from broadcaster.auth.web_sessions import SESSIONS
 from broadcaster.console.alert_forms import text
 from broadcaster.console.housekeeping import purge as purge_console
@@ -233,7 +233,7 @@ async def revoke_tokens(request: web.Request, viewer: Viewer) -> web.StreamRespo
                 action="token.revoke_all",
                 subject=f"user:{person.username}",
                 source_address=viewer.source_address,
-                details={"count": len(revoked), "token_ids": [token.id for token in revoked]},
+                details=revoked_all_details(revoked),
             ),
         )
     done = "tokens_revoked" if revoked else "tokens_none"

@@ -17,7 +17,13 @@ from aiohttp import web
 
 from broadcaster import audit
 from broadcaster.api.framework import path_id
-from broadcaster.auth.tokens import TokenError, create_token, revoke_token
+from broadcaster.auth.tokens import (
+    TokenError,
+    create_token,
+    created_details,
+    revoke_token,
+    revoked_details,
+)
 from broadcaster.auth.web_sessions import SESSIONS
 from broadcaster.console.alert_forms import text
 from broadcaster.console.pages import HOME_PATH, Access, Pages, Viewer, see_other
@@ -86,13 +92,7 @@ async def create(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         )
         await audit.append(
             connection,
-            _entry(
-                viewer,
-                "token.create",
-                token_id=issued.id,
-                name=name,
-                expires_at=issued.expires_at.isoformat() if issued.expires_at else None,
-            ),
+            _entry(viewer, "token.create", **created_details(issued, name)),
             at=now,
         )
     # Shown on this answer only (never a redirect: the value must not reach a URL or a log).
@@ -117,13 +117,7 @@ async def revoke(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             done = await revoke_token(connection, token_id, user_id=viewer.user.id, now=now)
             await audit.append(
                 connection,
-                _entry(
-                    viewer,
-                    "token.revoke",
-                    token_id=done.token.id,
-                    name=done.token.name,
-                    already_revoked=done.already,
-                ),
+                _entry(viewer, "token.revoke", **revoked_details(done)),
                 at=now,
             )
     except TokenError:
