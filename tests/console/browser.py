@@ -79,18 +79,32 @@ async def fits_screen(page: Any, width: int) -> None:
 STEP: Final = totp.STEP_SECONDS
 
 
+# A code must stay acceptable at least this long after it is made: the browser still has to
+# type it and submit it, and a code for a step about to leave the window would be refused then.
+CODE_LIFETIME_AT_LEAST: Final = 10.0
+
+
+def step_still_valid_for(step: int, now: float) -> float:
+    """Seconds for which the service will still accept a code of `step` (one step of drift):
+    it is accepted until the step after next begins."""
+    return (step + totp.VALID_WINDOW + 1) * STEP - now
+
+
 @dataclass
 class Codes:
-    """Fresh TOTP codes, each usable once: the next unused time step within the window the
-    service accepts (one step either side), waiting only if every such step is used up."""
+    """Fresh TOTP codes, each usable once: the earliest unused time step the service accepts
+    now and will still accept for CODE_LIFETIME_AT_LEAST, waiting only if there is none."""
 
     secrets: dict[str, str]
     last_step: dict[str, int] = field(default_factory=dict)
 
     async def fresh(self, who: str) -> str:
         while True:
-            current = int(time.time()) // STEP
+            now = time.time()
+            current = int(now) // STEP
             step = max(current - totp.VALID_WINDOW, self.last_step.get(who, -1) + 1)
+            while step_still_valid_for(step, now) < CODE_LIFETIME_AT_LEAST:
+                step += 1
             if step <= current + totp.VALID_WINDOW:
                 self.last_step[who] = step
                 return pyotp.TOTP(self.secrets[who]).generate_otp(step)
