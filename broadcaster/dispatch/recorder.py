@@ -25,10 +25,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broadcaster import audit
-from broadcaster.dispatch.payload import receipt_to_json
+from broadcaster.dispatch.payload import receipt_json_text, receipt_to_json
 from broadcaster.dispatch.states import DeliveryState, Outcome
 from broadcaster.storage.schema import channel_state, deliveries, delivery_attempts
-from broadcaster.storage.sql import any_of
+from broadcaster.storage.sql import DriverStatement, any_of
 from channels.base import Receipt
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,8 @@ class Recorder:
         # parameters (binding each, per row, is most of what a write costs us).
         clean = [r for r in finals if _clean_delivery(r)]
         if clean:
-            await connection.execute(_DELIVERED, [self._progress_params(r) for r in clean])
+            updated = self.clock()
+            await _DELIVERED.executemany(connection, [_delivered_row(r, updated) for r in clean])
         others = [r for r in finals if not _clean_delivery(r)] if clean else finals
         if others:
             await connection.execute(_FINAL, [self._final_params(r) for r in others])
@@ -255,8 +256,6 @@ class Recorder:
             "b_external_id": first.external_id if first else None,
             "b_external_url": first.url if first else None,
             "b_updated": self.clock(),
-            # Read by _DELIVERED only (a statement ignores parameters it does not name).
-            "b_delivered": result.delivered_at,
         }
 
     def _final_params(self, result: Result) -> dict[str, Any]:
@@ -345,7 +344,9 @@ _FINAL = (
 
 
 # _FINAL for a _clean_delivery: the same columns, the same values (NULL written out, not bound).
-_DELIVERED = (
+# Run with driver values (a big list's every row goes through it), the receipt encoded once for
+# both its columns.
+_DELIVERED = DriverStatement(
     deliveries.update()
     .where(
         deliveries.c.id == bindparam("b_id"),
@@ -366,8 +367,26 @@ _DELIVERED = (
         retracts_delivery_id=null(),
         delivered_at=bindparam("b_delivered", type_=deliveries.c.delivered_at.type),
         updated_at=bindparam("b_updated", type_=deliveries.c.updated_at.type),
-    )
+    ),
+    prepared=("b_receipts", "b_receipt"),
 )
+
+
+def _delivered_row(result: Result, updated: datetime) -> dict[str, Any]:
+    """_DELIVERED's parameters for one result, the JSON columns as JSON text."""
+    first = result.receipts[0] if result.receipts else None
+    texts = [receipt_json_text(r) for r in result.receipts]
+    return {
+        "b_id": result.delivery_id,
+        "b_owner": result.token,
+        "b_parts": len(texts),
+        "b_receipts": f"[{', '.join(texts)}]",
+        "b_receipt": texts[0] if texts else "null",  # as the JSON column writes None
+        "b_external_id": first.external_id if first else None,
+        "b_external_url": first.url if first else None,
+        "b_updated": updated,
+        "b_delivered": result.delivered_at,
+    }
 
 
 async def _save_health(connection: AsyncConnection, change: TargetHealth) -> None:
