@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -120,6 +121,15 @@ class Dispatcher:
         self._started: set[int] = set()  # tries that began (hold a slot)
         self._recorded: set[int] = set()  # tries whose final result went to the recorder
         self._unsettled: set[int] = set()
+        # `_room` is set when a lane with a backlog has room again (a try ended, results were
+        # written): the round it starts claims for the busy lanes only, since quiet lanes' three
+        # queries each were half of a busy list's claim rounds. Every lane is still looked at
+        # at least once a poll interval, and in every round for a poll interval after a
+        # wake-up (a release or a resume), which in one process may come before its
+        # transaction commits. Both times are real time, as the poll interval is.
+        self._room = asyncio.Event()
+        self._full_round_at = time.monotonic()
+        self._woken_at = time.monotonic()
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -138,16 +148,22 @@ class Dispatcher:
                 extra={"worker": self.worker_id},
             )
             try:
+                busy_only = False
                 while not stop.is_set():
                     try:
-                        claimed = await self.claim_round()
+                        claimed = await self.claim_round(busy_only=busy_only)
                     except Exception:
                         log.exception("claiming deliveries failed; trying again shortly")
                         claimed = 0
                     if claimed and any(lane.wants_more() for lane in self.lanes.values()):
                         await asyncio.sleep(0)
+                        # A release meanwhile (another alert) is looked for at once.
+                        if self.wake.take():
+                            await self._woken()
+                        busy_only = self._quiet_lanes_looked_at_lately()
                         continue
-                    await self._idle(stop)
+                    room_only = await self._idle(stop)
+                    busy_only = room_only and self._quiet_lanes_looked_at_lately()
             finally:
                 await self._wind_down()
                 recorder_stop.set()
@@ -177,10 +193,20 @@ class Dispatcher:
 
     # --- claiming --------------------------------------------------------------------------------
 
-    async def claim_round(self) -> int:
+    def _quiet_lanes_looked_at_lately(self) -> bool:
+        now, interval = time.monotonic(), self.settings.poll_interval_seconds
+        return now - self._full_round_at < interval and now - self._woken_at >= interval
+
+    async def claim_round(self, *, busy_only: bool = False) -> int:
+        """Claim for every lane with room, or with `busy_only` for those whose last claim was
+        full (the others had nothing due a moment ago)."""
         now = self.clock()
+        if not busy_only:
+            self._full_round_at = time.monotonic()
         wanted: list[tuple[Lane, int]] = []
         for lane in self.lanes.values():
+            if busy_only and not lane.backlog:
+                continue
             room = min(lane.room(), self.settings.claim_batch)
             if room and lane.may_claim():
                 if lane.breaker.state.value == "half_open":
@@ -227,22 +253,40 @@ class Dispatcher:
                 result = await Attempt(job, lane, self.context).run()
             self._recorded.add(job.id)
             self.recorder.add(result)
+            lane.recording.add(job.id)
+            if not self._room.is_set() and lane.wants_more():
+                self._room.set()  # room again, and more is likely due: claim it now
         finally:
             if self._tasks.get(job.id) is asyncio.current_task():
                 self._tasks.pop(job.id, None)
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _idle(self, stop: asyncio.Event) -> bool:
+        """Wait for a wake-up, room in a busy lane, or the poll interval; True when it was
+        only room (the next round may skip the quiet lanes)."""
         woken = asyncio.ensure_future(self.wake.wait(self.settings.poll_interval_seconds))
+        roomy = asyncio.ensure_future(self._room.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        was_woken = woken.done() and not woken.cancelled() and woken.result()
-        for waiter in (woken, stopped):
+        done, _ = await asyncio.wait({woken, roomy, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (woken, roomy, stopped):
             waiter.cancel()
-        await asyncio.gather(woken, stopped, return_exceptions=True)
-        # A wake-up may be a pause or a resume: look at the shared state now, not at the next
-        # housekeeping round (rarely: a busy worker is woken all the time).
+        await asyncio.gather(woken, roomy, stopped, return_exceptions=True)
+        # A wake-up that came as the others finished the wait still counts: either the waiter
+        # finished anyway (on Python 3.11 wait_for returns a result that was ready when it was
+        # cancelled) or the Wakeup kept it.
+        finished = woken.done() and not woken.cancelled() and woken.exception() is None
+        was_woken = (finished and woken.result()) or self.wake.take()
+        room_only = roomy in done and not was_woken and stopped not in done
+        self._room.clear()
+        if was_woken:
+            await self._woken()
+        return room_only
+
+    async def _woken(self) -> None:
+        """A wake-up may be a pause or a resume: look at the shared state now, not at the next
+        housekeeping round (rarely: a busy worker is woken all the time)."""
+        self._woken_at = time.monotonic()
         now = self.clock()
-        if was_woken and (now - self._refreshed_at).total_seconds() >= REFRESH_AT_MOST_SECONDS:
+        if (now - self._refreshed_at).total_seconds() >= REFRESH_AT_MOST_SECONDS:
             try:
                 await self._refresh()
             except Exception as error:
@@ -260,18 +304,19 @@ class Dispatcher:
             if result.progress:
                 continue
             lane = self.lanes.get(result.target)
-            if lane is not None:
-                lane.held.discard(result.delivery_id)
+            job = self._jobs.get(result.delivery_id)
+            if lane is not None and (job is None or job.token == result.token):
+                # (A stale result of a lease we lost and claimed back leaves the new claim be.)
+                lane.forget(result.delivery_id)
                 lane.finished()
                 freed = freed or lane.wants_more()
             self._started.discard(result.delivery_id)
             self._recorded.discard(result.delivery_id)
-            job = self._jobs.get(result.delivery_id)
             if job is not None and job.token == result.token:
                 del self._jobs[result.delivery_id]
             self._unsettled.add(result.version_id)
         if freed:
-            self.wake.notify()
+            self._room.set()
 
     async def _settle(self) -> None:
         """Complete (or mark partially failed) the versions whose deliveries all finished."""
@@ -338,7 +383,7 @@ class Dispatcher:
                     task.cancel()
                 self._jobs.pop(delivery_id, None)
                 for lane in self.lanes.values():
-                    lane.held.discard(delivery_id)
+                    lane.forget(delivery_id)
 
     def _renewed(self, kept: set[int], until: datetime) -> None:
         self._renewed_at = until - self.lease

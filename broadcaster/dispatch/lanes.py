@@ -22,6 +22,8 @@ from channels.base import Channel
 
 # Seconds over which a lane's pace is measured: claims hold about one second's worth.
 _PACE_WINDOW = 1.0
+# Ended tries waiting for the recorder, in lane capacities, beyond which the lane claims no more.
+RECORDING_AT_MOST = 2
 
 
 class Lane:
@@ -64,6 +66,11 @@ class Lane:
         self.paused = False
         self.not_before: datetime | None = None  # the platform asked us to wait until then
         self.held: set[int] = set()  # deliveries claimed and not yet recorded
+        # Of those, the tries that ended and wait for the recorder (which gathers a batch for up
+        # to a tenth of a second): they no longer take room, or a busy lane would stand idle
+        # for every write. No more than RECORDING_AT_MOST capacities' worth, though: past that
+        # the recorder is behind, and what a crash would leave to reconcile only grows.
+        self.recording: set[int] = set()
         self.backlog = False  # the last claim was full: there is likely more
         self.last_success_reported: datetime | None = None
         self.failing = False  # the last thing reported was an error
@@ -91,11 +98,24 @@ class Lane:
             self._finished.popleft()
 
     def room(self) -> int:
-        return max(0, self.capacity - len(self.held))
+        return self._room(self.capacity)
+
+    def _room(self, capacity: int) -> int:
+        if len(self.recording) >= RECORDING_AT_MOST * capacity:
+            return 0
+        return max(0, capacity - (len(self.held) - len(self.recording)))
+
+    def forget(self, delivery_id: int) -> None:
+        """The delivery is recorded (or no longer ours): it leaves the lane."""
+        self.held.discard(delivery_id)
+        self.recording.discard(delivery_id)
 
     def wants_more(self) -> bool:
         """Worth a claim now: the last one was full and a good part of the lane is free."""
-        return self.backlog and self.room() * 2 >= self.capacity
+        if not self.backlog:
+            return False
+        capacity = self.capacity
+        return self._room(capacity) * 2 >= capacity
 
     def may_claim(self) -> bool:
         if self.paused:

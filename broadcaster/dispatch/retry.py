@@ -113,6 +113,10 @@ class RetryBudget:
 
     def deposit(self) -> None:
         """A first attempt was made."""
+        if self.balance >= self.capacity:
+            # Full already (a healthy target, nearly always): time and the deposit add nothing,
+            # and the next withdrawal refills from the last time it looked, to the same cap.
+            return
         self._refill()
         self.balance = min(self.capacity, self.balance + self.ratio)
 

@@ -32,14 +32,21 @@ class Wakeup:
     def notify(self) -> None:
         self._event.set()
 
+    def take(self) -> bool:
+        """Whether a wake-up came since the last wait or take (and it counts as seen now)."""
+        came = self._event.is_set()
+        self._event.clear()
+        return came
+
     async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109 (a poll interval, not a deadline)
         """True if woken, False if `timeout` passed first."""
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
         except TimeoutError:
             return False
-        finally:
-            self._event.clear()
+        # Cleared only here: a waiter cancelled (the dispatcher also waits for other things)
+        # must not swallow a wake-up that came as it was cancelled.
+        self._event.clear()
         return True
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broadcaster.dispatch.lanes import Lane
+from broadcaster.dispatch.lanes import RECORDING_AT_MOST, Lane
 from broadcaster.dispatch.ratelimit import TokenBucket
 from broadcaster.settings import DispatchSettings
 from tests.dispatch.harness import FakeClock, Platforms
@@ -46,3 +46,27 @@ def test_a_lane_shares_its_rate_among_live_workers(platforms: Platforms) -> None
     assert lane.bucket is not None
     lane.bucket.reserve()
     assert lane.bucket.reserve() == 0.1  # 10 per second for each of three workers
+
+
+def test_tries_waiting_for_the_recorder_leave_room_up_to_a_bound(platforms: Platforms) -> None:
+    clock = FakeClock()
+    sms = platforms.directory.targets["sms-live"]
+    settings = DispatchSettings(channels={"sms": {"concurrency": 4}}, claim_batch=10)
+    lane = Lane(sms, platforms.directory.adapter("sms-live"), settings, clock)
+    capacity = lane.capacity
+    lane.held.update(range(capacity))
+    assert lane.room() == 0  # every claimed delivery is waiting or being sent
+    # Half of them ended; their results wait for the recorder's next write. The lane must not
+    # stand idle meanwhile: that room is free for the next claim.
+    ended = range(capacity // 2)
+    lane.recording.update(ended)
+    assert lane.room() == capacity // 2
+    for delivery_id in ended:
+        lane.forget(delivery_id)  # recorded
+    assert (lane.room(), lane.recording) == (capacity // 2, set())
+    # A recorder far behind (a slow database): past the bound the lane claims nothing more,
+    # so what a crash would leave to reconcile stays bounded.
+    backlog = range(1000, 1000 + RECORDING_AT_MOST * capacity)
+    lane.held.update(backlog)
+    lane.recording.update(backlog)
+    assert lane.room() == 0

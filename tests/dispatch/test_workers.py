@@ -19,6 +19,7 @@ from tests.dispatch.harness import (
     PUBLIC_BASE,
     Desk,
     Platforms,
+    add_contacts,
     delivery_rows,
     fast_settings,
 )
@@ -64,6 +65,42 @@ async def test_two_workers_share_one_outbox_and_never_claim_the_same_delivery(
     for name in ("sms", "mastodon", "webhook"):
         texts = [(e.data["text"], e.data.get("to")) for e in platforms.posts(name)]
         assert len(texts) == len(set(texts)), name
+
+
+async def test_an_alert_released_during_a_long_list_goes_out_at_once(
+    desk: Desk, engine: AsyncEngine, platforms: Platforms
+) -> None:
+    # A busy lane's rounds skip the quiet lanes; a release must still be looked for at once,
+    # not at the next poll (half a minute here).
+    await add_contacts(engine, [f"+1202555{n:04d}" for n in range(600)], [])
+    settings = Settings(
+        worker=WorkerSettings(lease_seconds=60.0),
+        dispatch=fast_settings(
+            poll_interval_seconds=30.0, claim_batch=20, channels={"sms": {"concurrency": 2}}
+        ).dispatch,
+    )
+    worker = desk.dispatcher(platforms.directory, settings)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        _alert, the_list = await desk.release(channels=["sms"], area="The whole county")
+        for _ in range(1000):
+            if len(platforms.posts("sms")) >= 50:  # well under way
+                break
+            await asyncio.sleep(0.01)
+        _alert, urgent = await desk.release(channels=["mastodon"], area="Riverside")
+        deadline = time.monotonic() + 10.0
+        while not platforms.posts("mastodon"):
+            assert time.monotonic() < deadline, "the second alert waited for the list"
+            await asyncio.sleep(0.01)
+        open_sms = [r for r in await delivery_rows(engine, the_list) if r.state != "delivered"]
+        assert open_sms, "the list was over before the second alert went out"
+        await _until_settled(engine, within=60.0)
+    finally:
+        stop.set()
+        await running
+    assert {row.state for row in await delivery_rows(engine, urgent)} == {"delivered"}
+    assert len(platforms.posts("sms")) == 600
 
 
 async def test_postgresql_workers_are_woken_by_notify(
