@@ -176,6 +176,35 @@ async def test_publish_reports_twilios_segment_count(
     assert effect.data["from"] == FROM_NUMBER
 
 
+async def test_the_receipt_carries_twilios_message_fields(sms: SmsChannel) -> None:
+    [post] = sms.render(samples.version(channels=("sms",)))
+    before = datetime.now(UTC).replace(microsecond=0)
+    receipt = await sms.publish(post, "k:1", recipient=PHONE)
+    assert receipt.posted_at is not None
+    assert receipt.posted_at.tzinfo is not None  # Twilio's RFC 2822 date, read as UTC
+    assert before <= receipt.posted_at <= datetime.now(UTC)
+    assert receipt.extra["status"] in {"queued", "accepted", "sending", "sent"}
+    # The same message, as a lookup through the Messages resource reads it.
+    found = await sms.find_published(post, "k:1", recipient=PHONE)
+    assert found is not None
+    assert (found.external_id, found.posted_at) == (receipt.external_id, receipt.posted_at)
+
+
+async def test_a_messaging_service_sends_without_a_from_number(emulator: TwilioEmulator) -> None:
+    target = _target(
+        emulator, from_number=None, messaging_service_sid=emulator.messaging_service_sid
+    )
+    channel = SmsChannel(target)
+    try:
+        [post] = channel.render(samples.version(channels=("sms",)))
+        receipt = await channel.publish(post, "k:1", recipient=PHONE)
+    finally:
+        await channel.aclose()
+    assert receipt.external_id.startswith("SM")
+    [effect] = emulator.effects_of("post")
+    assert effect.data["to"] == PHONE
+
+
 @pytest.mark.parametrize(
     ("recipient", "text", "code"),
     [
