@@ -11,8 +11,10 @@ missing secret stops the service with one clear message instead of failing later
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets as token_source
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -381,10 +383,31 @@ def resolve_secret(ref: SecretRef, where: str) -> SecretStr:
 
 
 def _write_generated_secret(path: Path) -> None:
+    """Invent the secret, unless another process starting at the same moment (a `serve` and
+    its workers) already has: each writes its own file first (mode 0600, mkstemp's), then links
+    it into place, which never overwrites. The first link stands, whole, and every process then
+    reads that one; a loser does not fail to start."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(token_source.token_urlsafe(32))
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            pass  # another process's secret stands
+        except OSError:
+            # A filesystem without hard links (FAT, some network mounts): create it in place.
+            with contextlib.suppress(FileExistsError):
+                _create_exclusively(path, Path(scratch).read_text(encoding="utf-8"))
+    finally:
+        os.unlink(scratch)
+
+
+def _create_exclusively(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(token_source.token_urlsafe(32))
+        handle.write(text)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -111,16 +111,7 @@ def test_user_lifecycle_and_token(
     _run(config, "token", "create", "alice", "--name", "ci", "--days", "30")
     token = capsys.readouterr().out.strip()
 
-    async def owner() -> str | None:
-        engine = create_engine(DatabaseSettings(url=database_url))
-        try:
-            async with engine.begin() as connection:
-                user = await user_for_token(connection, token)
-                return user.username if user else None
-        finally:
-            await engine.dispose()
-
-    assert asyncio.run(owner()) == "alice"
+    assert asyncio.run(_owner(database_url, token)) == "alice"
 
     _run(config, "user", "totp", "bob")
     uri = capsys.readouterr().out.strip()

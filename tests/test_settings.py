@@ -6,12 +6,13 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from broadcaster.settings import ConfigError, Settings, load_settings
+from broadcaster.settings import ConfigError, Settings, _write_generated_secret, load_settings
 from broadcaster.triage.rules import load_triage_rules
 from tests.conftest import REPO_ROOT
 
@@ -177,6 +178,54 @@ def test_generated_secret_is_created_private_and_kept(tmp_path: Path) -> None:
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert len(first) >= 40
     assert load_settings(None).secret("session_key").get_secret_value() == first
+
+
+def test_a_secret_another_process_generated_meanwhile_stands(tmp_path: Path) -> None:
+    # Workers started together each see no secret yet and each invent one: the first to land
+    # stands, whole, and the others start with it instead of failing.
+    key_file = tmp_path / "var" / "secrets" / "session_key"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("the other process's secret", encoding="utf-8")
+    _write_generated_secret(key_file)
+    assert key_file.read_text(encoding="utf-8") == "the other process's secret"
+    assert os.listdir(key_file.parent) == ["session_key"]  # nothing left behind
+
+
+def test_a_secret_is_generated_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, destination: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # as vfat answers link(2)
+
+    monkeypatch.setattr(os, "link", no_links)
+    key_file = tmp_path / "var" / "secrets" / "session_key"
+    _write_generated_secret(key_file)
+    assert len(key_file.read_text(encoding="utf-8")) >= 40
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert os.listdir(key_file.parent) == ["session_key"]
+
+
+def test_processes_inventing_a_secret_at_once_all_get_the_same_one(tmp_path: Path) -> None:
+    key_file = tmp_path / "var" / "secrets" / "session_key"
+    start = threading.Barrier(8)
+    failures: list[BaseException] = []
+
+    def invent() -> None:
+        start.wait()
+        try:
+            _write_generated_secret(key_file)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=invent) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert os.listdir(key_file.parent) == ["session_key"]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(key_file.read_text(encoding="utf-8")) >= 40
 
 
 @pytest.mark.parametrize(
