@@ -65,7 +65,9 @@ class Pair:
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     emulator = _emulator_class(request.param)()
     await emulator.start()
-    channel = emulator.channel(emulator.target("contract", TargetMode.live, timeout_seconds=1.0))
+    # Two seconds: a fault's delay (3 s) still outlasts it, and a loaded machine's pause does not
+    # (one second once timed out an ordinary Graph request in a full run).
+    channel = emulator.channel(emulator.target("contract", TargetMode.live, timeout_seconds=2.0))
     try:
         yield Pair(emulator, channel)
     finally:

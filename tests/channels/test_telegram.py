@@ -50,7 +50,9 @@ async def emulator() -> AsyncIterator[TelegramEmulator]:
 def _channel(
     emulator: TelegramEmulator, token: str | None = None, **settings: Any
 ) -> TelegramChannel:
-    target = emulator.target(timeout_seconds=1.0)
+    # Five seconds: nothing here waits out a timeout, and one second once ran out on a
+    # loaded machine.
+    target = emulator.target(timeout_seconds=5.0)
     target = Target(
         target.settings.model_copy(update=settings),
         {"bot_token": SecretStr(token or emulator.token)},

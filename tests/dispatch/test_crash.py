@@ -154,6 +154,14 @@ class Workers:
         return [p for p in self.processes if p.pid in pids]
 
     async def stop(self) -> list[int | None]:
+        # A replacement started by the last kill may still be importing when everything has
+        # settled: until it registers it has no SIGTERM handler (and claims nothing), so the
+        # signal would end it the default way. Stop workers once they are at work.
+        for _ in range(600):
+            alive = [p for p in self.processes if p.returncode is None]
+            if len(await self._working()) == len(alive):
+                break
+            await asyncio.sleep(0.1)
         for process in self.processes:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
