@@ -214,8 +214,11 @@ def _form_encoded(data: Mapping[str, object]) -> bytes:
     """application/x-www-form-urlencoded, as urlencode(data, doseq=True) would write it."""
     pairs: list[str] = []
     for name, value in data.items():
-        values = value if isinstance(value, list | tuple) else (value,)
-        pairs.extend(f"{_quoted(str(name))}={_quoted(str(item))}" for item in values)
+        quoted_name = _quoted(str(name))
+        if isinstance(value, list | tuple):
+            pairs.extend(f"{quoted_name}={_quoted(str(item))}" for item in value)
+        else:
+            pairs.append(f"{quoted_name}={_quoted(str(value))}")
     return "&".join(pairs).encode("ascii")
 
 
@@ -224,6 +227,14 @@ def _quoted(text: str) -> str:
     # The sender and the message text are the same for every recipient of an alert: quoted
     # once, not 100,000 times.
     return quote_plus(text)
+
+
+@functools.lru_cache(maxsize=64)
+def _created_at(rfc2822: str | None) -> datetime | None:
+    # Twilio's dates have whole seconds: the messages of one second share one, parsed once
+    # rather than per message (the parse was about a fortieth of what a message cost us).
+    parsed: datetime | None = rfc2822_datetime(rfc2822)
+    return parsed
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -589,7 +600,7 @@ class SmsChannel(Channel):
             channel=self.name,
             target=self.target.name,
             external_id=sid,
-            posted_at=rfc2822_datetime(created.get("date_created")),
+            posted_at=_created_at(created.get("date_created")),
             extra={
                 "to": to,
                 "status": str(created.get("status")),
