@@ -369,6 +369,7 @@ _DELIVERED = DriverStatement(
         updated_at=bindparam("b_updated", type_=deliveries.c.updated_at.type),
     ),
     prepared=("b_receipts", "b_receipt"),
+    row_key="b_id",
 )
 
 

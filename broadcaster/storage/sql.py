@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +70,22 @@ class DriverStatement:
     change them, and `prepared` names skip even those, because the caller hands over the
     driver's value (JSON already encoded: one text can then fill two columns).
     The SQL itself is still SQLAlchemy's, written once, as the rest of the service writes it.
+
+    On SQLite an UPDATE given `row_key` (the parameter naming the row each update touches) runs
+    a batch as one statement (see _sqlite_batch) when no row is named twice in it: executemany
+    would apply both in turn, one statement only one of them.
     """
 
-    def __init__(self, statement: Executable, *, prepared: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        statement: Executable,
+        *,
+        prepared: Collection[str] = (),
+        row_key: str | None = None,
+    ) -> None:
         self.statement = statement
         self.prepared = frozenset(prepared)
+        self.row_key = row_key
         self._compiled: dict[str, _DriverForm] = {}
 
     def _form(self, dialect: Dialect) -> _DriverForm:
@@ -89,7 +101,48 @@ class DriverStatement:
         """Run the statement once per row (each row names every parameter it leaves open)."""
         form = self._form(connection.dialect)
         last: dict[int, tuple[Any, Any]] = {}
-        await connection.exec_driver_sql(form.sql, [form.values(row, last) for row in rows])
+        values = [form.values(row, last) for row in rows]
+        if (
+            form.batch_sql is not None
+            and self.row_key is not None
+            and len(values) > 1
+            and len({row[self.row_key] for row in rows}) == len(rows)
+        ):
+            text = _json_rows(values)
+            if text is not None:
+                await connection.exec_driver_sql(form.batch_sql, (text,))
+                return
+        await connection.exec_driver_sql(form.sql, values)
+
+
+def _json_rows(values: Sequence[tuple[Any, ...]]) -> str | None:
+    """The rows as one JSON array of arrays, or None when a value has no JSON form (bytes)."""
+    for row in values:
+        for value in row:
+            if value is not None and type(value) not in _JSON_PLAIN:
+                return None
+    return json.dumps(values)
+
+
+_JSON_PLAIN = frozenset({str, int, float, bool})
+
+
+def _sqlite_batch(sql: str, parameters: int) -> str | None:
+    """An UPDATE ... WHERE with positional `?` as one statement for many rows: FROM
+    json_each(?) (the rows as a JSON array), each `?` the row's value at its position.
+    SQLite runs a batch of executemany a row at a time, handing the GIL back and forth with
+    the event loop's thread at every row (a lock convoy that cost more than the writing); one
+    statement runs the whole batch in C. None for statements of another shape."""
+    if not sql.startswith("UPDATE ") or sql.count(" WHERE ") != 1 or sql.count("?") != parameters:
+        return None
+    pieces = sql.split("?")
+    out = [pieces[0]]
+    for position, piece in enumerate(pieces[1:]):
+        out.append(f"(_rows.value ->> {position})")
+        out.append(piece)
+    text = "".join(out)
+    head, tail = text.split(" WHERE ")
+    return f"{head} FROM json_each(?) AS _rows WHERE {tail}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +151,7 @@ class _DriverForm:
     # Per position: the parameter's name, the statement's own value when it carries one (a
     # literal written into .values()), and the type processor the driver's value needs.
     plan: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
+    batch_sql: str | None = None
 
     @classmethod
     def compile(
@@ -116,7 +170,8 @@ class _DriverForm:
             if fixed is not _OPEN and process is not None:
                 fixed, process = process(fixed), None
             plan.append((name, fixed, process))
-        return cls(compiled.string, tuple(plan))
+        batch = _sqlite_batch(compiled.string, len(plan)) if dialect.name == "sqlite" else None
+        return cls(compiled.string, tuple(plan), batch)
 
     def values(self, row: Mapping[str, Any], last: dict[int, tuple[Any, Any]]) -> tuple[Any, ...]:
         """The row's driver values; `last` keeps, per position, the last value processed and
