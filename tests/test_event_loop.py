@@ -1,4 +1,5 @@
-"""The service's process runs on uvloop when it is installed, with a larger young generation."""
+"""The service's process runs on uvloop when it is installed, with a larger young generation and
+what existed at start frozen out of the collector's view."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def _collector_restored() -> Iterator[None]:
     before = gc.get_threshold()
     yield
     gc.set_threshold(*before)
+    gc.unfreeze()
 
 
 @pytest.mark.usefixtures("_collector_restored")
@@ -29,6 +31,7 @@ def test_runs_the_coroutine_on_uvloop_with_the_collector_set() -> None:
     assert event_loop.run(which_loop()).startswith("uvloop")
     assert event_loop.loop_name() == "uvloop"
     assert gc.get_threshold()[0] == event_loop.YOUNG_GENERATION_THRESHOLD
+    assert gc.get_freeze_count() > 0
 
 
 @pytest.mark.usefixtures("_collector_restored")
