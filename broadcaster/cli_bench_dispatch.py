@@ -64,8 +64,8 @@ def add_dispatch_bench(
     bench.add_argument(
         "--workers",
         type=positive_int,
-        default=2,
+        default=1,
         help="dispatchers for the big list: the in-process one and N-1 `broadcaster worker` "
-        "processes (2: one per core of a 2-core machine)",
+        "processes (1: on a 2-core machine the emulators have the other core)",
     )
     bench.add_argument("--json", action="store_true", help="print JSON")
