@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,29 +118,40 @@ class DriverStatement:
 
 
 def _json_rows(values: Sequence[tuple[Any, ...]]) -> str | None:
-    """The rows as one JSON array of arrays, or None when a value has no JSON form (bytes)."""
+    """The rows as one JSON array of arrays, or None when a value has no JSON form (bytes, a
+    float that is not finite)."""
     for row in values:
         for value in row:
-            if value is not None and type(value) not in _JSON_PLAIN:
+            kind = type(value)
+            if value is None or kind is str or kind is int or kind is bool:
+                continue
+            if kind is not float or not math.isfinite(value):
                 return None
     return json.dumps(values)
 
 
-_JSON_PLAIN = frozenset({str, int, float, bool})
+# UPDATE ... FROM came with SQLite 3.33 (json_extract long before).
+_SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
 
 def _sqlite_batch(sql: str, parameters: int) -> str | None:
     """An UPDATE ... WHERE with positional `?` as one statement for many rows: FROM
     json_each(?) (the rows as a JSON array), each `?` the row's value at its position.
     SQLite runs a batch of executemany a row at a time, handing the GIL back and forth with
-    the event loop's thread at every row (a lock convoy that cost more than the writing); one
-    statement runs the whole batch in C. None for statements of another shape."""
-    if not sql.startswith("UPDATE ") or sql.count(" WHERE ") != 1 or sql.count("?") != parameters:
+    the event loop's thread at every row (with a busy loop, a lock convoy that cost more than
+    the writing); one statement runs the whole batch in C. None for statements of another
+    shape, or on an SQLite too old for UPDATE ... FROM."""
+    if (
+        not _SQLITE_UPDATE_FROM
+        or not sql.startswith("UPDATE ")
+        or sql.count(" WHERE ") != 1
+        or sql.count("?") != parameters
+    ):
         return None
     pieces = sql.split("?")
     out = [pieces[0]]
     for position, piece in enumerate(pieces[1:]):
-        out.append(f"(_rows.value ->> {position})")
+        out.append(f"json_extract(_rows.value, '$[{position}]')")
         out.append(piece)
     text = "".join(out)
     head, tail = text.split(" WHERE ")

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import JSON, BigInteger, Column, MetaData, String, Table, bindparam, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broadcaster.storage.sql import DriverStatement
+from broadcaster.storage.sql import DriverStatement, _json_rows
 from broadcaster.storage.types import UtcDateTime
 
 _metadata = MetaData()
@@ -152,3 +152,10 @@ async def test_a_row_named_twice_is_written_in_turn(engine: AsyncEngine) -> None
             await connection.run_sync(_metadata.drop_all)
     assert note == "second"
     assert not [sql for sql in seen if "json_each" in sql]
+
+
+def test_values_without_a_json_form_keep_a_batch_row_at_a_time() -> None:
+    assert _json_rows([(1, "é", None, True, 2.5)]) == '[[1, "\\u00e9", null, true, 2.5]]'
+    assert _json_rows([(1, b"bytes")]) is None
+    assert _json_rows([(1, float("nan"))]) is None
+    assert _json_rows([(1, float("inf"))]) is None
