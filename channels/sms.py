@@ -545,17 +545,25 @@ class SmsChannel(Channel):
             )
         return recipient
 
-    def _receipt(self, message: Any, recipient: str, language: str | None) -> Receipt:
-        segments = getattr(message, "num_segments", None)
+    def _receipt(
+        self,
+        sid: str,
+        posted_at: datetime | None,
+        status: object,
+        segments: object,
+        recipient: str,
+        language: str | None,
+    ) -> Receipt:
+        """What we keep of a message, sent (an answer's JSON) or found (a MessageInstance)."""
         return Receipt(
             channel=self.name,
             target=self.target.name,
-            external_id=str(message.sid),
-            posted_at=message.date_created,
+            external_id=sid,
+            posted_at=posted_at,
             extra={
                 "to": recipient,
-                "status": str(message.status),
-                "num_segments": int(segments) if segments is not None else None,
+                "status": str(status),
+                "num_segments": int(str(segments)) if segments is not None else None,
                 "language": language,
             },
         )
@@ -595,18 +603,13 @@ class SmsChannel(Channel):
             raise _lost(where, error, writing=True) from None
         sid = str(created["sid"])
         self._remember(to, sid)
-        segments = created.get("num_segments")
-        return Receipt(
-            channel=self.name,
-            target=self.target.name,
-            external_id=sid,
-            posted_at=_created_at(created.get("date_created")),
-            extra={
-                "to": to,
-                "status": str(created.get("status")),
-                "num_segments": int(segments) if segments is not None else None,
-                "language": post.language,
-            },
+        return self._receipt(
+            sid,
+            _created_at(created.get("date_created")),
+            created.get("status"),
+            created.get("num_segments"),
+            to,
+            post.language,
         )
 
     async def find_published(
@@ -633,7 +636,14 @@ class SmsChannel(Channel):
                 continue
             if str(message.direction).startswith("outbound") and message.body == post.text:
                 self._remember(to, str(message.sid))
-                return self._receipt(message, to, post.language)
+                return self._receipt(
+                    str(message.sid),
+                    message.date_created,
+                    message.status,
+                    getattr(message, "num_segments", None),
+                    to,
+                    post.language,
+                )
         return None
 
     async def retract(self, receipt: Receipt, cancel: AlertVersion) -> Receipt:
