@@ -106,13 +106,17 @@ class Payload:
 
 
 def receipt_to_json(receipt: Receipt) -> dict[str, Any]:
+    return _receipt_json(receipt, _jsonable(receipt.extra))
+
+
+def _receipt_json(receipt: Receipt, extra: Any) -> dict[str, Any]:
     return {
         "channel": receipt.channel,
         "target": receipt.target,
         "external_id": receipt.external_id,
         "url": receipt.url,
         "posted_at": receipt.posted_at.isoformat() if receipt.posted_at else None,
-        "extra": _jsonable(receipt.extra),
+        "extra": extra,
     }
 
 
@@ -127,16 +131,7 @@ def receipt_json_text(receipt: Receipt) -> str:
         # Anything but flat text keys and plain values (a date, a nested mapping, a key the
         # encoder would write otherwise than str() does): the walk decides, as it always did.
         return json.dumps(receipt_to_json(receipt))
-    return json.dumps(
-        {
-            "channel": receipt.channel,
-            "target": receipt.target,
-            "external_id": receipt.external_id,
-            "url": receipt.url,
-            "posted_at": receipt.posted_at.isoformat() if receipt.posted_at else None,
-            "extra": extra,
-        }
-    )
+    return json.dumps(_receipt_json(receipt, extra))
 
 
 def receipt_from_json(data: Mapping[str, Any]) -> Receipt:

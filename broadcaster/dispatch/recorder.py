@@ -245,16 +245,11 @@ class Recorder:
         return kept
 
     def _progress_params(self, result: Result) -> dict[str, Any]:
-        first = result.receipts[0] if result.receipts else None
         receipts = [receipt_to_json(r) for r in result.receipts]
         return {
-            "b_id": result.delivery_id,
-            "b_owner": result.token,
-            "b_parts": len(result.receipts),
+            **_row_identity(result),
             "b_receipts": receipts,
             "b_receipt": receipts[0] if receipts else None,
-            "b_external_id": first.external_id if first else None,
-            "b_external_url": first.url if first else None,
             "b_updated": self.clock(),
         }
 
@@ -373,18 +368,26 @@ _DELIVERED = DriverStatement(
 )
 
 
-def _delivered_row(result: Result, updated: datetime) -> dict[str, Any]:
-    """_DELIVERED's parameters for one result, the JSON columns as JSON text."""
+def _row_identity(result: Result) -> dict[str, Any]:
+    """The parameters every write of a result names: which row, whose lease, how many parts,
+    and the first part's post (the delivery's link)."""
     first = result.receipts[0] if result.receipts else None
-    texts = [receipt_json_text(r) for r in result.receipts]
     return {
         "b_id": result.delivery_id,
         "b_owner": result.token,
-        "b_parts": len(texts),
-        "b_receipts": f"[{', '.join(texts)}]",
-        "b_receipt": texts[0] if texts else "null",  # as the JSON column writes None
+        "b_parts": len(result.receipts),
         "b_external_id": first.external_id if first else None,
         "b_external_url": first.url if first else None,
+    }
+
+
+def _delivered_row(result: Result, updated: datetime) -> dict[str, Any]:
+    """_DELIVERED's parameters for one result, the JSON columns as JSON text."""
+    texts = [receipt_json_text(r) for r in result.receipts]
+    return {
+        **_row_identity(result),
+        "b_receipts": f"[{', '.join(texts)}]",
+        "b_receipt": texts[0] if texts else "null",  # as the JSON column writes None
         "b_updated": updated,
         "b_delivered": result.delivered_at,
     }
