@@ -13,6 +13,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from broadcaster.settings import ConfigError, DatabaseSettings
+from broadcaster.storage.sqlite_checkpoint import checkpoint_beside
 from broadcaster.storage.sqlite_cursor import OneTripConnection, one_trip_dbapi
 from broadcaster.storage.sqlite_writers import WriterQueueConnection
 
@@ -85,6 +86,9 @@ def _sqlite_engine(database: DatabaseSettings, path: str | None) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", _begin_immediate)
+    if "factory" in connect_args:
+        # A file, in WAL mode: its log is checkpointed beside the writers, not in a commit.
+        checkpoint_beside(engine, str(path))
     return engine
 
 
