@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, type_coerce
+from sqlalchemy import Integer, bindparam, func, select, type_coerce, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import NullType
 
@@ -119,9 +119,20 @@ def _pick(state: DeliveryState, *, lock: bool) -> Any:
     return query
 
 
-_PICKS = {
-    lock: [_pick(state, lock=lock) for state in (*_WAITING, _S.in_flight)] for lock in (False, True)
-}
+def _picks(*, postgresql: bool) -> list[Any]:
+    """The statements a claim runs to pick its rows (built once).
+
+    PostgreSQL locks what it picks (FOR UPDATE), which a UNION cannot: one statement per state.
+    SQLite runs the three as one UNION ALL, each still its own ordered, limited index walk:
+    a statement is a trip to the connection's thread, and claims wait on that one connection."""
+    states = (*_WAITING, _S.in_flight)
+    if postgresql:
+        return [_pick(state, lock=True) for state in states]
+    each = [_pick(state, lock=False).subquery() for state in states]
+    return [union_all(*(select(*picked.c) for picked in each))]
+
+
+_PICKS = {postgresql: _picks(postgresql=postgresql) for postgresql in (False, True)}
 
 
 def _like_prefix(prefix: str) -> str:
@@ -147,9 +158,10 @@ async def claim(
         candidates += (await connection.execute(pick, values)).all()
     if not candidates:
         return []
-    picked = candidates  # one state's rows: in claim order already, and no more than `limit`
-    if len({row[1] for row in candidates}) > 1:
-        # More than one state had due rows: take the longest due of them all.
+    picked = candidates  # one state's rows, in claim order already, and no more than `limit`
+    if len({row[1] for row in candidates}) > 1 or connection.dialect.name != "postgresql":
+        # More than one state had due rows: take the longest due of them all. (SQLite's UNION
+        # ALL promises no order of its own.)
         picked = sorted(candidates, key=_claim_order)[:limit]
     ids = [row[0] for row in picked]
     claimed = await connection.execute(
