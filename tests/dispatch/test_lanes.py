@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broadcaster.dispatch.lanes import RECORDING_AT_MOST, Lane
+from broadcaster.dispatch.lanes import BATCHES_AHEAD, RECORDING_AT_MOST, Lane
 from broadcaster.dispatch.ratelimit import TokenBucket
 from broadcaster.settings import DispatchSettings
 from tests.dispatch.harness import FakeClock, Platforms
@@ -70,3 +70,27 @@ def test_tries_waiting_for_the_recorder_leave_room_up_to_a_bound(platforms: Plat
     lane.held.update(backlog)
     lane.recording.update(backlog)
     assert lane.room() == 0
+
+
+def test_a_busy_lane_holds_two_claims_ahead_and_a_quiet_one_a_seconds_worth(
+    platforms: Platforms,
+) -> None:
+    clock = FakeClock()
+    sms = platforms.directory.targets["sms-live"]
+    settings = DispatchSettings(channels={"sms": {"concurrency": 8}}, claim_batch=100)
+    lane = Lane(sms, platforms.directory.adapter("sms-live"), settings, clock)
+    assert lane.capacity == 8 + 8  # nothing ended yet: its slots, and as many again
+    for _ in range(50):
+        lane.finished()
+    assert lane.capacity == 8 + 50  # 50 tries a second: a second's worth ahead
+    for _ in range(1000):
+        lane.finished()
+    # A thousand a second: two claims' worth ahead, so the next claim is asked for while a
+    # whole batch is still in hand (one that comes late finds the lane still sending).
+    assert lane.capacity == 8 + BATCHES_AHEAD * 100
+    lane.backlog = True
+    lane.held.update(range(lane.capacity - 100))
+    assert not lane.wants_more()
+    lane.held.difference_update(range(100))
+    assert lane.wants_more()
+    assert min(lane.room(), settings.claim_batch) == 100  # each claim is still one batch
