@@ -16,8 +16,8 @@ Here:
 - a rollback or commit with no transaction open in SQLite makes no trip either.
 
 It reaches aiosqlite's `_execute` and `_conn`, as SQLAlchemy's own adapter does for its isolation
-level. Server-side (streaming) cursors keep SQLAlchemy's class. Install it by passing
-`module=one_trip_dbapi()` to create_async_engine.
+level. Server-side (streaming) cursors keep SQLAlchemy's class, after a BEGIN still due.
+Install it by passing `module=one_trip_dbapi()` to create_async_engine.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
+    AsyncAdapt_aiosqlite_ss_cursor,
 )
 from sqlalchemy.util import immutabledict
 from sqlalchemy.util.concurrency import await_
@@ -64,6 +65,15 @@ def _statement(
         cursor.close()
 
 
+def _begin_now(connection: sqlite3.Connection, begin: str) -> bool:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(begin)
+    finally:
+        cursor.close()
+    return connection.in_transaction
+
+
 def _commit(connection: sqlite3.Connection) -> bool:
     connection.commit()
     return connection.in_transaction
@@ -74,6 +84,22 @@ def _rollback(connection: sqlite3.Connection) -> bool:
     return connection.in_transaction
 
 
+class _StreamingCursor(AsyncAdapt_aiosqlite_ss_cursor):
+    """SQLAlchemy's server-side cursor, after the transaction's BEGIN."""
+
+    __slots__ = ()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        connection: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        connection.begin_now()
+        return super().execute(operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Sequence[Any]) -> Any:
+        connection: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        connection.begin_now()
+        return super().executemany(operation, seq_of_parameters)
+
+
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ("_begin", "_open")
 
@@ -82,10 +108,19 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin: str | None = None  # the BEGIN the next statement runs first
         self._open = False  # a transaction is open in SQLite (as of the last trip)
 
+    _ss_cursor_cls = _StreamingCursor
+
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
             return super().cursor(server_side)
         return OneTripCursor(self)
+
+    def begin_now(self) -> None:
+        """Send a BEGIN still due, in a trip of its own (before a streaming statement, which
+        goes through aiosqlite's own cursor)."""
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            self._open = self._trip(_begin_now, begin)
 
     def begin_with_next_statement(self, begin: str) -> None:
         """Begin the transaction with `begin`, in the trip of its first statement."""

@@ -160,3 +160,25 @@ async def test_the_writer_turn_is_let_go_after_commit_and_after_an_error(
     async with engine.connect() as connection:
         count = await connection.scalar(text("SELECT count(*) FROM things"))
     assert count == 4
+
+
+async def test_a_streamed_read_runs_inside_its_transaction(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Server-side cursors keep SQLAlchemy's own class; the transaction's BEGIN (IMMEDIATE: it
+    # holds the write lock) still goes first, so another writer waits until the read ends.
+    async with engine.begin() as connection:
+        await connection.execute(insert(things), [{"name": f"s{n}"} for n in range(5)])
+    other = sqlite3.connect(str(tmp_path / "trips.db"), factory=WriterQueueConnection, timeout=0.2)
+    other.isolation_level = None
+    try:
+        async with engine.connect() as connection:
+            streamed = await connection.stream(select(things.c.name).order_by(things.c.id))
+            names = [row.name async for row in streamed]
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.cursor().execute("BEGIN IMMEDIATE")
+        other.cursor().execute("BEGIN IMMEDIATE")
+        other.rollback()
+    finally:
+        other.close()
+    assert names == [f"s{n}" for n in range(5)]
