@@ -4,18 +4,27 @@ due. On SQLite the three states are read by one statement (claims wait on the on
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster.dispatch import claims
+from broadcaster.dispatch.claims import Claimed
 from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.storage.schema import deliveries
 from tests.dispatch.harness import Desk, FakeClock, add_contacts, attempt_rows, delivery_rows
 
 SIX_PHONES = tuple(f"+1202555010{n}" for n in range(1, 7))
+
+
+async def _claim(engine: AsyncEngine, limit: int, token: str, now: datetime) -> list[Claimed]:
+    """One claim of the SMS list's target, in a transaction of its own."""
+    async with engine.begin() as connection:
+        return await claims.claim(
+            connection, "sms-live", limit, token, now, now + timedelta(seconds=60), PayloadCache()
+        )
 
 
 async def _list_of_six(desk: Desk, engine: AsyncEngine) -> list[int]:
@@ -66,16 +75,7 @@ async def test_the_longest_due_go_first_across_states(
 
     event.listen(engine.sync_engine, "before_cursor_execute", count_picks)
     try:
-        async with engine.begin() as connection:
-            first = await claims.claim(
-                connection,
-                "sms-live",
-                3,
-                "test-worker/1",
-                now,
-                now + timedelta(seconds=60),
-                PayloadCache(),
-            )
+        first = await _claim(engine, 3, "test-worker/1", now)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count_picks)
     assert [job.id for job in first] == sorted([lapsed, early_retry, queued_1])
@@ -86,16 +86,7 @@ async def test_the_longest_due_go_first_across_states(
         # The three states in one statement (the payloads are read once, and cached after).
         assert len([sql for sql in picks if "deliveries.state" in sql]) == 1
 
-    async with engine.begin() as connection:
-        rest = await claims.claim(
-            connection,
-            "sms-live",
-            10,
-            "test-worker/2",
-            now,
-            now + timedelta(seconds=60),
-            PayloadCache(),
-        )
+    rest = await _claim(engine, 10, "test-worker/2", now)
     # What is left and due: the two queued ones; the retry due in a minute stays where it is.
     assert [job.id for job in rest] == [queued_2, queued_3]
     states = {row.id: row.state for row in await delivery_rows(engine)}
@@ -116,14 +107,5 @@ async def test_a_claim_returns_the_longest_due_first_when_the_limit_cuts(
             .where(deliveries.c.id == ids[-1])
             .values(state="retry_wait", next_attempt_at=now - timedelta(seconds=30))
         )
-    async with engine.begin() as connection:
-        taken = await claims.claim(
-            connection,
-            "sms-live",
-            2,
-            "test-worker/1",
-            now,
-            now + timedelta(seconds=60),
-            PayloadCache(),
-        )
+    taken = await _claim(engine, 2, "test-worker/1", now)
     assert {job.id for job in taken} == {ids[-1], ids[0]}
