@@ -11,7 +11,7 @@ runs a PASSIVE checkpoint every CHECKPOINT_EVERY_SECONDS: it copies what no read
 never waits for readers or writers, and runs in SQLite's C code, off the interpreter's lock. The
 pooled connections checkpoint themselves only past BACKSTOP_PAGES (about 40 MB), should this
 thread ever fall behind. The thread runs while the engine has a connection open and stops when
-the pool closes its connections (engine.dispose()).
+the pool closes its connections (engine.dispose()), which waits for it to close its own.
 """
 
 from __future__ import annotations
@@ -24,11 +24,19 @@ from typing import Any, Final
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["BACKSTOP_PAGES", "CHECKPOINT_EVERY_SECONDS", "WalCheckpointer", "checkpoint_beside"]
+__all__ = [
+    "BACKSTOP_PAGES",
+    "CHECKPOINT_EVERY_SECONDS",
+    "THREAD_NAME",
+    "WalCheckpointer",
+    "checkpoint_beside",
+]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY_SECONDS: Final = 0.5
+THREAD_NAME: Final = "sqlite-checkpoint"  # and the database's path
+STOP_WITHIN_SECONDS: Final = 10.0  # a checkpoint under way is waited for this long at most
 BACKSTOP_PAGES: Final = 10_000
 
 
@@ -40,6 +48,7 @@ class WalCheckpointer:
         self.every = every
         self._lock = threading.Lock()
         self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
         self.checkpoints = 0  # completed PASSIVE checkpoints (for tests and curiosity)
 
     @property
@@ -51,16 +60,26 @@ class WalCheckpointer:
             if self._stop is not None:
                 return
             self._stop = threading.Event()
-            threading.Thread(
-                target=self._run, args=(self._stop,), name="sqlite-checkpoint", daemon=True
-            ).start()
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop,),
+                name=f"{THREAD_NAME} {self.path}",
+                daemon=True,
+            )
+            self._thread.start()
 
     def stop(self) -> None:
-        """Ask the thread to end (it does within one interval; nobody waits for it)."""
+        """End the thread and wait for it: its connection is closed on return, so the
+        engine's own, closing last, leaves the database file whole and the log removed (as
+        SQLite does when the last connection closes), for a copy or a backup made next. The
+        thread is either waiting (it ends at once) or in a checkpoint, which it finishes."""
         with self._lock:
-            if self._stop is not None:
-                self._stop.set()
-                self._stop = None
+            stop, thread = self._stop, self._thread
+            self._stop = self._thread = None
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(STOP_WITHIN_SECONDS)
 
     def _run(self, stop: threading.Event) -> None:
         try:
