@@ -159,9 +159,9 @@ async def claim(
     if not candidates:
         return []
     picked = candidates  # one state's rows, in claim order already, and no more than `limit`
-    if len({row[1] for row in candidates}) > 1 or connection.dialect.name != "postgresql":
-        # More than one state had due rows: take the longest due of them all. (SQLite's UNION
-        # ALL promises no order of its own.)
+    if connection.dialect.name != "postgresql" or len({row[1] for row in candidates}) > 1:
+        # SQLite's UNION ALL promises no order of its own; on PostgreSQL, more than one state
+        # had due rows. Either way: the longest due of them all.
         picked = sorted(candidates, key=_claim_order)[:limit]
     ids = [row[0] for row in picked]
     claimed = await connection.execute(
