@@ -76,6 +76,8 @@ class DispatchBench:
     # figures that, unlike the rates, hardly move when something else shares the machine.
     dispatcher_cpu_seconds: float = 0.0  # every dispatcher process together
     platform_cpu_seconds: float = 0.0  # the emulator process
+    # The same for the bare client's runs, both together: what one SMS costs at its simplest.
+    bare: _CpuSpent = field(default_factory=lambda: _CpuSpent())
 
     @property
     def baseline_per_second(self) -> float:
@@ -85,6 +87,13 @@ class DispatchBench:
     @property
     def ratio(self) -> float:
         return self.durable_per_second / self.baseline_per_second if self.baseline_per_second else 0
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU per SMS (client and emulator), the bare client's over the dispatcher's: the rate
+        ratio a machine whose cores both runs keep busy would show, whatever else runs on it."""
+        durable = self.cpu_per_delivery(self.dispatcher_cpu_seconds + self.platform_cpu_seconds)
+        return self.bare.per_request(self.bare.total) / durable if durable else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,11 +115,33 @@ class DispatchBench:
                 self.cpu_per_delivery(self.dispatcher_cpu_seconds)
             ),
             "platform_cpu_us_per_delivery": round(self.cpu_per_delivery(self.platform_cpu_seconds)),
+            "bare_client_cpu_us_per_request": round(self.bare.per_request(self.bare.client)),
+            "bare_client_platform_cpu_us_per_request": round(
+                self.bare.per_request(self.bare.platform)
+            ),
+            "cpu_ratio_to_bare_client": round(self.cpu_ratio, 2),
         }
 
     def cpu_per_delivery(self, seconds: float) -> float:
         """Microseconds of CPU per delivery of the big list."""
         return seconds / self.contacts * 1e6 if self.contacts else 0.0
+
+
+@dataclass
+class _CpuSpent:
+    """CPU seconds the bare client's runs took: its own process's, and the emulator's."""
+
+    requests: int = 0
+    client: float = 0.0
+    platform: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.client + self.platform
+
+    def per_request(self, seconds: float) -> float:
+        """Microseconds per request."""
+        return seconds / self.requests * 1e6 if self.requests else 0.0
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -142,6 +173,9 @@ def summary(result: DispatchBench) -> list[str]:
         "and >= 50%)",
         f"  CPU per delivery: dispatchers {dispatcher_cpu:.0f} us, SMS emulator "
         f"{platform_cpu:.0f} us (a database server's not counted)",
+        f"  CPU per bare client SMS: client {result.bare.per_request(result.bare.client):.0f} us, "
+        f"emulator {result.bare.per_request(result.bare.platform):.0f} us: "
+        f"{result.cpu_ratio:.0%} of a delivery's (the rate ratio when the cores are the limit)",
         f"  writing {result.contacts} deliveries at release: {result.release_seconds:.2f} s; "
         f"dead: {result.dead}",
         f"  approval -> last of 8 channels confirmed: p50 {latency['p50']} ms, "
@@ -198,8 +232,11 @@ class _Platforms:
                 await answer.read()
 
 
-async def _bare_client(platforms: _Platforms, requests: int, concurrency: int) -> float:
-    """SMS per second from a plain aiohttp client: no adapter, no library, no storage."""
+async def _bare_client(
+    platforms: _Platforms, requests: int, concurrency: int, spent: _CpuSpent
+) -> float:
+    """SMS per second from a plain aiohttp client: no adapter, no library, no storage. The CPU
+    it and the emulator used is added to `spent`."""
     [sms] = [t for t in platforms.targets if t["channel"] == "sms"]
     token = platforms.environment[sms["credentials"]["auth_token"]["env"]]
     url = f"{sms['base_url']}/2010-04-01/Accounts/{sms['account_sid']}/Messages.json"
@@ -215,9 +252,14 @@ async def _bare_client(platforms: _Platforms, requests: int, concurrency: int) -
                 if answer.status != 201:
                     raise RuntimeError(f"the SMS emulator answered {answer.status}")
 
+        platform_pid = platforms.process.pid if platforms.process is not None else 0
+        cpu_before = cpu_seconds(os.getpid()), cpu_seconds(platform_pid)
         began = time.perf_counter()
         await asyncio.gather(*(one(n) for n in range(requests)))
         elapsed = time.perf_counter() - began
+        spent.requests += requests
+        spent.client += cpu_seconds(os.getpid()) - cpu_before[0]
+        spent.platform += cpu_seconds(platform_pid) - cpu_before[1]
         await platforms.reset(session)
     return requests / elapsed
 
@@ -367,7 +409,9 @@ async def run_dispatch_bench(
     helpers: list[asyncio.subprocess.Process] = []
     try:
         sms_concurrency = loaded.settings.dispatch.for_channel("sms").concurrency
-        result.baseline_before = await _bare_client(platforms, baseline_requests, sms_concurrency)
+        result.baseline_before = await _bare_client(
+            platforms, baseline_requests, sms_concurrency, result.bare
+        )
         await migrate.upgrade(engine)
         os.environ.update(platforms.environment)  # the emulators' credentials, as secrets come
         directory = build_directory(platforms.targets, "the benchmark's emulators")
@@ -441,7 +485,9 @@ async def run_dispatch_bench(
         # Against an emulator as fresh as the first run's: not holding the list's messages.
         async with aiohttp.ClientSession() as session:
             await platforms.reset(session)
-        result.baseline_after = await _bare_client(platforms, baseline_requests, sms_concurrency)
+        result.baseline_after = await _bare_client(
+            platforms, baseline_requests, sms_concurrency, result.bare
+        )
     finally:
         for helper in helpers:
             helper.send_signal(signal.SIGTERM)
