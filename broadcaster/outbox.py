@@ -43,6 +43,7 @@ from broadcaster import contacts
 from broadcaster.alerts.publication import alert_page_url
 from broadcaster.alerts.service import Released
 from broadcaster.dispatch.payload import Payload, delivery_key
+from broadcaster.dispatch.row_locks import in_lock_order
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState
 from broadcaster.dispatch.wake import Wakeup, notify_workers
 from broadcaster.storage.schema import (
@@ -253,10 +254,13 @@ class Outbox:
         await connection.execute(
             deliveries.update()
             .where(
-                deliveries.c.version_id.in_(earlier),
-                deliveries.c.state.in_([_S.queued, _S.retry_wait, _S.held]),
-                deliveries.c.parts_done == 0,
-                deliveries.c.reconcile_part.is_(None),
+                *in_lock_order(
+                    connection,
+                    deliveries.c.version_id.in_(earlier),
+                    deliveries.c.state.in_([_S.queued, _S.retry_wait, _S.held]),
+                    deliveries.c.parts_done == 0,
+                    deliveries.c.reconcile_part.is_(None),
+                )
             )
             .values(
                 state=_S.superseded,
@@ -270,8 +274,11 @@ class Outbox:
         await connection.execute(
             deliveries.update()
             .where(
-                deliveries.c.version_id.in_(earlier),
-                deliveries.c.state.in_([_S.queued, _S.retry_wait, _S.held, _S.in_flight]),
+                *in_lock_order(
+                    connection,
+                    deliveries.c.version_id.in_(earlier),
+                    deliveries.c.state.in_([_S.queued, _S.retry_wait, _S.held, _S.in_flight]),
+                )
             )
             .values(superseded_by=version.version_id, updated_at=now)
         )

@@ -28,6 +28,7 @@ from sqlalchemy.types import NullType
 
 from broadcaster.dispatch.payload import Payload, receipts_from_json
 from broadcaster.dispatch.payload_cache import PayloadCache
+from broadcaster.dispatch.row_locks import in_lock_order
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
 from broadcaster.storage.schema import deliveries, delivery_attempts
 from broadcaster.storage.sql import any_of_parameter
@@ -304,8 +305,11 @@ async def renew(connection: AsyncConnection, worker: str, until: datetime) -> se
     result = await connection.execute(
         deliveries.update()
         .where(
-            deliveries.c.state == _S.in_flight,
-            deliveries.c.lease_owner.startswith(worker + "/", autoescape=True),
+            *in_lock_order(
+                connection,
+                deliveries.c.state == _S.in_flight,
+                deliveries.c.lease_owner.startswith(worker + "/", autoescape=True),
+            )
         )
         .values(lease_expires_at=until)
         .returning(deliveries.c.id)
@@ -319,7 +323,7 @@ async def hand_back(
     """Return claimed deliveries never started (stopping, or a paused target): due again at
     once, and the claim's try not counted."""
     returned = 0
-    for delivery_id, token in held:
+    for delivery_id, token in sorted(held):  # one row at a time, in lock order (row_locks)
         result = await connection.execute(
             deliveries.update()
             .where(

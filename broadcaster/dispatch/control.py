@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster import audit
 from broadcaster.dispatch.recorder import hold_waiting, upsert_channel_state
+from broadcaster.dispatch.row_locks import in_lock_order
 from broadcaster.dispatch.states import DeliveryState
 from broadcaster.dispatch.wake import Wakeup, notify_workers
 from broadcaster.storage.schema import channel_state, deliveries
@@ -119,7 +120,9 @@ async def resume(
     )
     queued = await connection.execute(
         deliveries.update()
-        .where(deliveries.c.target == target, deliveries.c.state == _S.held)
+        .where(
+            *in_lock_order(connection, deliveries.c.target == target, deliveries.c.state == _S.held)
+        )
         .values(state=_S.queued, updated_at=now)
     )
     await audit.append(

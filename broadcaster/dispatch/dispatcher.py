@@ -218,9 +218,14 @@ class Dispatcher:
         self._claims += 1
         token = claims.lease_token(self.worker_id, self._claims)
         async with self.engine.begin() as connection:
-            if self._jobs and (now - self._renewed_at).total_seconds() >= self.heartbeat / 2:
-                # The write lock is ours anyway: renew what we hold too (on a busy SQLite
-                # database the heartbeat's own turn at the lock can come late).
+            if (
+                self._jobs
+                and connection.dialect.name == "sqlite"
+                and (now - self._renewed_at).total_seconds() >= self.heartbeat / 2
+            ):
+                # SQLite's write lock is ours anyway: renew what we hold too (on a busy database
+                # the heartbeat's own turn at the lock can come late). PostgreSQL's heartbeat
+                # renews on a connection of its own, and a claim need not wait for it.
                 self._renewed(
                     await claims.renew(connection, self.worker_id, now + self.lease),
                     now + self.lease,

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broadcaster import audit
 from broadcaster.dispatch.payload import receipt_json_text, receipt_to_json
+from broadcaster.dispatch.row_locks import in_lock_order, locked_in_order
 from broadcaster.dispatch.states import DeliveryState, Outcome
 from broadcaster.storage.schema import channel_state, deliveries, delivery_attempts
 from broadcaster.storage.sql import DriverStatement, any_of
@@ -187,10 +188,7 @@ class Recorder:
     ) -> None:
         # Row updates are fenced by their own WHERE (the lease token); tries are rows of their
         # own, written only for results whose lease still holds, so look those up first.
-        with_tries = [r for r in results if r.attempts]
-        if with_tries:
-            kept = {id(r) for r in await self._still_ours(connection, with_tries)}
-            results = [r for r in results if not r.attempts or id(r) in kept]
+        results = await self._still_ours(connection, results)
         finals = [r for r in results if not r.progress]
         progress = [r for r in results if r.progress]
         if progress:
@@ -224,19 +222,22 @@ class Recorder:
             await _save_health(connection, change)
 
     async def _still_ours(self, connection: AsyncConnection, results: list[Result]) -> list[Result]:
-        """The results whose delivery this worker still holds. A lease lost during a stall was
+        """The results to write: those without tries (their row's WHERE fences them), and those
+        with tries whose delivery this worker still holds. A lease lost during a stall was
         claimed back by another worker, which reconciles what we did: our word no longer counts,
-        for the row or for its tries (locked here until the transaction ends)."""
+        for the row or for its tries. Every result's row is locked here (PostgreSQL), all at
+        once and in id order (row_locks), before any is written."""
         if not results:
             return results
         ids = sorted({r.delivery_id for r in results})
-        query = select(deliveries.c.id, deliveries.c.lease_owner).where(
-            any_of(connection, deliveries.c.id, ids)
+        query = locked_in_order(
+            connection,
+            select(deliveries.c.id, deliveries.c.lease_owner).where(
+                any_of(connection, deliveries.c.id, ids)
+            ),
         )
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
         holder = {delivery_id: owner for delivery_id, owner in await connection.execute(query)}
-        kept = [r for r in results if holder.get(r.delivery_id) == r.token]
+        kept = [r for r in results if not r.attempts or holder.get(r.delivery_id) == r.token]
         if len(kept) < len(results):
             log.warning(
                 "%d results dropped: their leases were taken over; the new holders reconcile",
@@ -410,7 +411,7 @@ async def _save_health(connection: AsyncConnection, change: TargetHealth) -> Non
         values["pause_reason"] = change.pause_reason[:2000]
     await upsert_channel_state(connection, change.channel, change.target, values)
     if change.pause_reason is not None:
-        held = await hold_waiting(connection, change.target, change.at)
+        held = await hold_waiting(connection, change.target, change.at, skip_locked=True)
         await audit.append(
             connection,
             audit.AuditEntry(
@@ -429,13 +430,23 @@ async def _save_health(connection: AsyncConnection, change: TargetHealth) -> Non
         )
 
 
-async def hold_waiting(connection: AsyncConnection, target: str, now: datetime) -> int:
-    """Hold what waits to go to a paused target (not lost: resume queues it again)."""
+async def hold_waiting(
+    connection: AsyncConnection, target: str, now: datetime, *, skip_locked: bool = False
+) -> int:
+    """Hold what waits to go to a paused target (not lost: resume queues it again).
+    `skip_locked`: for the recorder, which holds its results' rows already, out of the order
+    row_locks keeps, so it must not wait. A row another transaction holds is being superseded,
+    or claimed: the claiming worker holds it back once its lane knows of the pause, or meets
+    the refused credentials and pauses the target itself."""
     held = await connection.execute(
         deliveries.update()
         .where(
-            deliveries.c.target == target,
-            deliveries.c.state.in_([_S.queued, _S.retry_wait]),
+            *in_lock_order(
+                connection,
+                deliveries.c.target == target,
+                deliveries.c.state.in_([_S.queued, _S.retry_wait]),
+                skip_locked=skip_locked,
+            )
         )
         .values(state=_S.held, updated_at=now)
     )
