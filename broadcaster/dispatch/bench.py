@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.roles import Role
@@ -76,6 +76,9 @@ class DispatchBench:
     # figures that, unlike the rates, hardly move when something else shares the machine.
     dispatcher_cpu_seconds: float = 0.0  # every dispatcher process together
     platform_cpu_seconds: float = 0.0  # the emulator process
+    # PostgreSQL's server processes, when the server runs on this machine (None: not counted,
+    # a server elsewhere or SQLite, which runs inside the dispatcher's process).
+    database_cpu_seconds: float | None = None
     # The same for the bare client's runs, both together: what one SMS costs at its simplest.
     bare: _CpuSpent = field(default_factory=lambda: _CpuSpent())
 
@@ -92,7 +95,11 @@ class DispatchBench:
     def cpu_ratio(self) -> float:
         """CPU per SMS (client and emulator), the bare client's over the dispatcher's: the rate
         ratio a machine whose cores both runs keep busy would show, whatever else runs on it."""
-        durable = self.cpu_per_delivery(self.dispatcher_cpu_seconds + self.platform_cpu_seconds)
+        durable = self.cpu_per_delivery(
+            self.dispatcher_cpu_seconds
+            + self.platform_cpu_seconds
+            + (self.database_cpu_seconds or 0.0)
+        )
         return self.bare.per_request(self.bare.total) / durable if durable else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,6 +122,9 @@ class DispatchBench:
                 self.cpu_per_delivery(self.dispatcher_cpu_seconds)
             ),
             "platform_cpu_us_per_delivery": round(self.cpu_per_delivery(self.platform_cpu_seconds)),
+            "database_server_cpu_us_per_delivery": None
+            if self.database_cpu_seconds is None
+            else round(self.cpu_per_delivery(self.database_cpu_seconds)),
             "bare_client_cpu_us_per_request": round(self.bare.per_request(self.bare.client)),
             "bare_client_platform_cpu_us_per_request": round(
                 self.bare.per_request(self.bare.platform)
@@ -164,6 +174,12 @@ def summary(result: DispatchBench) -> list[str]:
     cancel = _percentiles(result.cancel_to_corrected)
     dispatcher_cpu = result.cpu_per_delivery(result.dispatcher_cpu_seconds)
     platform_cpu = result.cpu_per_delivery(result.platform_cpu_seconds)
+    if result.backend == "sqlite":
+        database = "SQLite's work within the dispatchers'"
+    elif result.database_cpu_seconds is None:
+        database = "the database server's not counted (it runs elsewhere)"
+    else:
+        database = f"database server {result.cpu_per_delivery(result.database_cpu_seconds):.0f} us"
     return [
         f"dispatch benchmark ({result.backend}, load average {result.load_average[0]:.2f})",
         f"  bare aiohttp client, no storage:  {result.baseline_per_second:8.0f} SMS/s "
@@ -172,7 +188,7 @@ def summary(result: DispatchBench) -> list[str]:
         f"({result.contacts} contacts, {result.ratio:.0%} of the bare client; aim >= 2,500/s "
         "and >= 50%)",
         f"  CPU per delivery: dispatchers {dispatcher_cpu:.0f} us, SMS emulator "
-        f"{platform_cpu:.0f} us (a database server's not counted)",
+        f"{platform_cpu:.0f} us, {database}",
         f"  CPU per bare client SMS: client {result.bare.per_request(result.bare.client):.0f} us, "
         f"emulator {result.bare.per_request(result.bare.platform):.0f} us: "
         f"{result.cpu_ratio:.0%} of a delivery's (the rate ratio when the cores are the limit)",
@@ -262,6 +278,36 @@ async def _bare_client(
         spent.platform += cpu_seconds(platform_pid) - cpu_before[1]
         await platforms.reset(session)
     return requests / elapsed
+
+
+async def _database_server_cpu(engine: AsyncEngine) -> dict[int, float] | None:
+    """CPU seconds so far of each of PostgreSQL's server processes, when the server runs on this
+    machine (its processes are ours to read); None otherwise, or on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as connection:
+        pids = list(await connection.scalars(text("SELECT pid FROM pg_stat_activity")))
+    return _server_cpu(pids)
+
+
+def _server_cpu(pids: Sequence[int]) -> dict[int, float] | None:
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if command.startswith("postgres"):  # the server's, not some local process's number
+            found[pid] = cpu_seconds(pid)
+    return found or None
+
+
+def _spent_since(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    """CPU the server spent in between: processes that ran throughout, and all of those that
+    started meanwhile (a connection the pool opened); ended ones are lost (few)."""
+    if before is None or after is None:
+        return None
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def _phone(n: int) -> str:
@@ -474,10 +520,13 @@ async def run_dispatch_bench(
         processes = [os.getpid(), *(helper.pid for helper in helpers)]
         platform_pid = platforms.process.pid if platforms.process is not None else 0
         cpu_before = sum(map(cpu_seconds, processes)), cpu_seconds(platform_pid)
+        server_before = await _database_server_cpu(engine)
         # Counting a big list's open deliveries costs: look seldom, not to slow the worker.
         await _settled(engine, version_id, 3600, every=1.0)
         result.dispatcher_cpu_seconds = sum(map(cpu_seconds, processes)) - cpu_before[0]
         result.platform_cpu_seconds = cpu_seconds(platform_pid) - cpu_before[1]
+        server_after = await _database_server_cpu(engine)
+        result.database_cpu_seconds = _spent_since(server_before, server_after)
         last, count, dead = await _confirmed_at(engine, version_id)
         result.contacts, result.dead = count + dead, dead
         result.durable_per_second = count / max(1e-9, (last - released).total_seconds())
