@@ -30,7 +30,9 @@ class DeliveryQuery(BaseModel):
         default="dead", description="Which deliveries: the dead-letter list by default."
     )
     limit: int = Field(default=50, ge=1, le=500)
-    before: int | None = Field(default=None, ge=1, description="Only deliveries with a lower id.")
+    before: int | None = Field(
+        default=None, ge=1, le=2**62, description="Only deliveries with a lower id."
+    )
 
 
 class PauseRequest(BaseModel):
@@ -54,7 +56,9 @@ class RequeueOut(BaseModel):
 
 class EventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    alert_id: int | None = Field(default=None, ge=1, description="Only this alert's deliveries.")
+    alert_id: int | None = Field(
+        default=None, ge=1, le=2**62, description="Only this alert's deliveries."
+    )
 
 
 def _who(caller: Caller) -> control.Who:

@@ -40,7 +40,7 @@ class ReportQuery(_Request):
     source: str | None = Field(
         default=None, description="Comma-separated sources: x, sms, form, ...", max_length=200
     )
-    incident: int | None = Field(default=None, ge=1)
+    incident: int | None = Field(default=None, ge=1, le=2**62)
     area: str | None = Field(default=None, description=_AREA_HELP, max_length=100)
     limit: int = Field(default=50, ge=1, le=500)
     offset: int = Field(default=0, ge=0, le=100_000)
@@ -106,7 +106,7 @@ class CloseRequest(_Request):
 
 
 class DuplicateRequest(CloseRequest):
-    of: int | None = Field(default=None, ge=1, description="The report this one repeats.")
+    of: int | None = Field(default=None, ge=1, le=2**62, description="The report this one repeats.")
 
 
 class ReplyRequest(_Request):
@@ -128,7 +128,9 @@ class ViewerList(BaseModel):
 
 class IncidentQuery(_Request):
     misinformation: bool | None = None
-    min_reports: int = Field(default=2, ge=1, description="Only incidents this big or bigger.")
+    min_reports: int = Field(
+        default=2, ge=1, le=2**62, description="Only incidents this big or bigger."
+    )
     state: str | None = Field(default=None, pattern=r"^(open|closed)$")
     limit: int = Field(default=50, ge=1, le=500)
     offset: int = Field(default=0, ge=0, le=100_000)
