@@ -13,9 +13,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import aiosqlite.core
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -115,20 +113,3 @@ def postgres_empty_url() -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def sqlite_trips() -> Iterator[list[str]]:
-    """The calls made in aiosqlite's thread (each a trip there and back), by function name."""
-    made: list[str] = []
-    real = aiosqlite.core.Connection._execute
-
-    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        made.append(getattr(fn, "__name__", repr(fn)))
-        return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
-    try:
-        yield made
-    finally:
-        aiosqlite.core.Connection._execute = real  # type: ignore[method-assign]

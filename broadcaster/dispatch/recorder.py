@@ -14,25 +14,13 @@ the delivery superseded instead of waiting to retry: nothing new is sent for it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    Integer,
-    Text,
-    and_,
-    bindparam,
-    case,
-    func,
-    literal_column,
-    null,
-    select,
-)
+from sqlalchemy import Boolean, Integer, and_, bindparam, case, null, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,7 +30,6 @@ from broadcaster.dispatch.row_locks import in_lock_order, locked_in_order
 from broadcaster.dispatch.states import DeliveryState, Outcome
 from broadcaster.storage.schema import channel_state, deliveries, delivery_attempts
 from broadcaster.storage.sql import DriverStatement, any_of
-from broadcaster.storage.sqlite_cursor import OneTripConnection
 from channels.base import Receipt
 
 log = logging.getLogger(__name__)
@@ -199,8 +186,6 @@ class Recorder:
     async def _write(
         self, connection: AsyncConnection, results: list[Result], health: list[TargetHealth]
     ) -> None:
-        if not health and await self._write_in_one_trip(connection, results):
-            return
         # Row updates are fenced by their own WHERE (the lease token); tries are rows of their
         # own, written only for results whose lease still holds, so look those up first.
         results = await self._still_ours(connection, results)
@@ -235,49 +220,6 @@ class Recorder:
             await connection.execute(delivery_attempts.insert(), attempts)
         for change in health:
             await _save_health(connection, change)
-
-    async def _write_in_one_trip(self, connection: AsyncConnection, results: list[Result]) -> bool:
-        """On SQLite, a batch of clean deliveries (most of a big list) as one trip to the
-        connection's thread: the tries and the rows, each one statement over the batch (JSON),
-        each fenced in SQL by the lease token, then the commit. _write's way, a trip per
-        statement, held the process's one connection (and the write lock) through four waits
-        for a busy event loop, and the claims that feed the lanes queued behind it. The token
-        read in SQL is as good as one read first: SQLite's write lock, taken at BEGIN, keeps
-        every other writer out until the commit. False (nothing done) for anything else."""
-        if connection.dialect.name != "sqlite" or not all(map(_clean_delivery, results)):
-            return False
-        updated = self.clock()
-        delivered = _DELIVERED.batch(
-            connection.dialect, [_delivered_row(r, updated) for r in results]
-        )
-        if delivered is None:
-            return False
-        at = _driver_time(connection.dialect)
-        tries = json.dumps(
-            [
-                (
-                    r.delivery_id,
-                    r.token,
-                    r.attempt,
-                    self.worker,
-                    at(row.at),
-                    at(row.at),
-                    row.outcome.value,
-                    (row.error or "")[:2000] or None,
-                    row.retry_after,
-                )
-                for r in results
-                for row in r.attempts
-            ]
-        )
-        statements = [(_FENCED_TRIES_SQL, (tries,)), delivered]
-        _tries, written = await connection.run_sync(_script, statements)
-        if written < len(results):
-            log.warning(
-                "%d results dropped: their leases were taken over; the new holders reconcile",
-                len(results) - written,
-            )
-        return True
 
     async def _still_ours(self, connection: AsyncConnection, results: list[Result]) -> list[Result]:
         """The results to write: those without tries (their row's WHERE fences them), and those
@@ -425,57 +367,6 @@ _DELIVERED = DriverStatement(
     prepared=("b_receipts", "b_receipt"),
     row_key="b_id",
 )
-
-
-# The tries of a batch of results, one JSON array per try (delivery id, lease token, number,
-# worker, started, finished, outcome, error, retry after), inserted only where the delivery's
-# row still carries that token: SQLite's half of Recorder._write_in_one_trip.
-_TRY_ROWS = func.json_each(bindparam("tries", type_=Text)).table_valued("value").alias("tries")
-
-
-def _try_field(position: int) -> Any:
-    return func.json_extract(_TRY_ROWS.c.value, literal_column(f"'$[{position}]'"))
-
-
-_FENCED_TRIES_SQL = (
-    delivery_attempts.insert()
-    .from_select(
-        [
-            "delivery_id",
-            "number",
-            "worker",
-            "started_at",
-            "finished_at",
-            "outcome",
-            "error",
-            "retry_after_seconds",
-        ],
-        select(*(_try_field(position) for position in (0, 2, 3, 4, 5, 6, 7, 8))).select_from(
-            _TRY_ROWS.join(
-                deliveries,
-                and_(
-                    deliveries.c.id == _try_field(0),
-                    deliveries.c.lease_owner == _try_field(1),
-                ),
-            )
-        ),
-    )
-    .compile(dialect=sqlite.dialect())
-    .string
-)
-
-
-def _driver_time(dialect: Any) -> Callable[[datetime], Any]:
-    """A try's time as the driver takes it (the column type's own conversion)."""
-    process = delivery_attempts.c.started_at.type.dialect_impl(dialect).bind_processor(dialect)
-    return process or (lambda value: value)
-
-
-def _script(sync_connection: Any, statements: list[tuple[str, Any]]) -> list[int]:
-    """Run in SQLAlchemy's greenlet: the statements and the commit, in one trip."""
-    adapted = sync_connection.connection.dbapi_connection
-    assert isinstance(adapted, OneTripConnection)  # the SQLite engine's module makes no other
-    return adapted.run_script(statements, commit=True)
 
 
 def _row_identity(result: Result) -> dict[str, Any]:

@@ -104,36 +104,17 @@ class DriverStatement:
         form = self._form(connection.dialect)
         last: dict[int, tuple[Any, Any]] = {}
         values = [form.values(row, last) for row in rows]
-        batch = self._batch(form, rows, values)
-        if batch is not None:
-            await connection.exec_driver_sql(*batch)
-            return
-        await connection.exec_driver_sql(form.sql, values)
-
-    def batch(
-        self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]
-    ) -> tuple[str, tuple[str]] | None:
-        """The rows as one statement and its one parameter, as executemany would run them on
-        SQLite; None where it would run them a row at a time."""
-        form = self._form(dialect)
-        last: dict[int, tuple[Any, Any]] = {}
-        return self._batch(form, rows, [form.values(row, last) for row in rows])
-
-    def _batch(
-        self,
-        form: _DriverForm,
-        rows: Sequence[Mapping[str, Any]],
-        values: Sequence[tuple[Any, ...]],
-    ) -> tuple[str, tuple[str]] | None:
         if (
-            form.batch_sql is None
-            or self.row_key is None
-            or len(values) < 2
-            or len({row[self.row_key] for row in rows}) != len(rows)
+            form.batch_sql is not None
+            and self.row_key is not None
+            and len(values) > 1
+            and len({row[self.row_key] for row in rows}) == len(rows)
         ):
-            return None
-        text = _json_rows(values)
-        return None if text is None else (form.batch_sql, (text,))
+            text = _json_rows(values)
+            if text is not None:
+                await connection.exec_driver_sql(form.batch_sql, (text,))
+                return
+        await connection.exec_driver_sql(form.sql, values)
 
 
 def _json_rows(values: Sequence[tuple[Any, ...]]) -> str | None:

@@ -13,9 +13,7 @@ Here:
   SQLAlchemy reads afterwards (description, rowcount, lastrowid, the rows) comes back at once;
 - BEGIN goes with the transaction's first statement (`begin_with_next_statement`); a
   transaction that ran no statement has nothing to commit or roll back, and makes no trip;
-- a rollback or commit with no transaction open in SQLite makes no trip either;
-- `run_script` runs several statements, and the commit, in one trip (a batch writer's whole
-  transaction).
+- a rollback or commit with no transaction open in SQLite makes no trip either.
 
 It reaches aiosqlite's `_execute` and `_conn`, as SQLAlchemy's own adapter does for its isolation
 level. Server-side (streaming) cursors keep SQLAlchemy's class, after a BEGIN still due.
@@ -65,29 +63,6 @@ def _statement(
         return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction
     finally:
         cursor.close()
-
-
-def _script(
-    connection: sqlite3.Connection,
-    begin: str | None,
-    statements: Sequence[tuple[str, Any]],
-    commit: bool,
-) -> tuple[list[int], bool]:
-    """In aiosqlite's thread: the BEGIN if it is due, the statements in turn, and the commit if
-    asked for; each statement's rowcount."""
-    cursor = connection.cursor()
-    try:
-        if begin is not None:
-            cursor.execute(begin)
-        counts = []
-        for operation, parameters in statements:
-            cursor.execute(operation, parameters)
-            counts.append(cursor.rowcount)
-    finally:
-        cursor.close()
-    if commit:
-        connection.commit()
-    return counts, connection.in_transaction
 
 
 def _begin_now(connection: sqlite3.Connection, begin: str) -> bool:
@@ -167,20 +142,6 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             raise
         self._open = outcome[4]
         return outcome
-
-    def run_script(self, statements: Sequence[tuple[str, Any]], *, commit: bool) -> list[int]:
-        """Several statements (SQL and parameters each, no rows read back) in one trip, then
-        the commit if asked for (the transaction's own commit then has nothing left to do);
-        each statement's rowcount. For a transaction's hot path: on a busy event loop every
-        trip waits for the loop, and the transaction holds the process's one connection, and
-        SQLite's write lock, meanwhile."""
-        begin, self._begin = self._begin, None
-        try:
-            counts, self._open = self._trip(_script, begin, statements, commit)
-        except BaseException:
-            self._open = True  # whatever ran: the rollback runs, to be sure
-            raise
-        return counts
 
     def commit(self) -> None:
         self._begin = None
