@@ -93,8 +93,9 @@ class DispatchBench:
 
     @property
     def cpu_ratio(self) -> float:
-        """CPU per SMS (client and emulator), the bare client's over the dispatcher's: the rate
-        ratio a machine whose cores both runs keep busy would show, whatever else runs on it."""
+        """CPU per SMS of all that runs for it here (client or dispatcher, emulator, a local
+        database server), the bare client's over the dispatcher's: the rate ratio a machine
+        whose cores both runs keep busy would show, whatever else runs on it."""
         durable = self.cpu_per_delivery(
             self.dispatcher_cpu_seconds
             + self.platform_cpu_seconds
