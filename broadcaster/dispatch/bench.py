@@ -59,6 +59,23 @@ _POLL: Final = 0.02
 
 
 @dataclass
+class _CpuSpent:
+    """CPU seconds the bare client's runs took: its own process's, and the emulator's."""
+
+    requests: int = 0
+    client: float = 0.0
+    platform: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.client + self.platform
+
+    def per_request(self, seconds: float) -> float:
+        """Microseconds per request."""
+        return seconds / self.requests * 1e6 if self.requests else 0.0
+
+
+@dataclass
 class DispatchBench:
     backend: str
     # The bare client runs before the big list and again after it: the machine's speed drifts
@@ -80,7 +97,7 @@ class DispatchBench:
     # a server elsewhere or SQLite, which runs inside the dispatcher's process).
     database_cpu_seconds: float | None = None
     # The same for the bare client's runs, both together: what one SMS costs at its simplest.
-    bare: _CpuSpent = field(default_factory=lambda: _CpuSpent())
+    bare: _CpuSpent = field(default_factory=_CpuSpent)
 
     @property
     def baseline_per_second(self) -> float:
@@ -136,23 +153,6 @@ class DispatchBench:
     def cpu_per_delivery(self, seconds: float) -> float:
         """Microseconds of CPU per delivery of the big list."""
         return seconds / self.contacts * 1e6 if self.contacts else 0.0
-
-
-@dataclass
-class _CpuSpent:
-    """CPU seconds the bare client's runs took: its own process's, and the emulator's."""
-
-    requests: int = 0
-    client: float = 0.0
-    platform: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.client + self.platform
-
-    def per_request(self, seconds: float) -> float:
-        """Microseconds per request."""
-        return seconds / self.requests * 1e6 if self.requests else 0.0
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

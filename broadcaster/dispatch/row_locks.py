@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broadcaster.storage.schema import deliveries
+from broadcaster.storage.sql import is_postgresql
 
 
 def in_lock_order(
@@ -29,7 +30,7 @@ def in_lock_order(
     PostgreSQL first locks them in id order (a subquery, FOR UPDATE). `skip_locked`: leave out
     the rows another transaction holds, never waiting: for a transaction that already holds
     rows out of this order."""
-    if connection.dialect.name != "postgresql":
+    if not is_postgresql(connection):
         return conditions
     ordered = select(deliveries.c.id).where(*conditions).order_by(deliveries.c.id)
     return (*conditions, deliveries.c.id.in_(ordered.with_for_update(skip_locked=skip_locked)))
@@ -37,6 +38,6 @@ def in_lock_order(
 
 def locked_in_order(connection: AsyncConnection, query: Any) -> Any:
     """A SELECT of deliveries rows, FOR UPDATE in id order on PostgreSQL (as it is)."""
-    if connection.dialect.name != "postgresql":
+    if not is_postgresql(connection):
         return query
     return query.order_by(deliveries.c.id).with_for_update()
