@@ -17,13 +17,17 @@ from approvals.roles import Role
 from broadcaster import contacts, users
 from broadcaster.alerts.rules import load_alert_rules
 from broadcaster.alerts.service import Actor, AlertService
+from broadcaster.dispatch import claims
 from broadcaster.dispatch.dispatcher import Dispatcher
+from broadcaster.dispatch.payload_cache import PayloadCache
+from broadcaster.dispatch.recorder import AttemptRow, Result
+from broadcaster.dispatch.states import DeliveryState, Outcome
 from broadcaster.dispatch.wake import Wakeup
 from broadcaster.outbox import Outbox
 from broadcaster.settings import SHIPPED_CONFIG_DIR, AlertSettings, DispatchSettings, Settings
 from broadcaster.storage.schema import deliveries, delivery_attempts, delivery_payloads
 from broadcaster.targets import ConfiguredTarget, Directory
-from channels.base import TargetMode
+from channels.base import Receipt, TargetMode
 from channels.emulators.base import Effect, Emulator
 from channels.registry import CHANNELS
 
@@ -102,6 +106,46 @@ async def add_contacts(
     ]
     async with engine.begin() as connection:
         await contacts.import_contacts(connection, "residents", rows)
+
+
+async def claim_list(
+    engine: AsyncEngine, desk: Desk, phones: Sequence[str], token: str, now: datetime
+) -> list[int]:
+    """An SMS alert released to `phones`, all its deliveries claimed under `token`: their ids."""
+    await add_contacts(engine, phones, ())
+    await desk.release(channels=["sms"])
+    async with engine.begin() as connection:
+        jobs = await claims.claim(
+            connection,
+            "sms-live",
+            len(phones),
+            token,
+            now,
+            now + timedelta(seconds=60),
+            PayloadCache(),
+        )
+    return sorted(job.id for job in jobs)
+
+
+async def delivered_results(
+    engine: AsyncEngine, ids: Sequence[int], token: str, now: datetime
+) -> list[Result]:
+    """A clean "delivered" result for each delivery, as a try under `token` reports it."""
+    versions = {row.id: row.version_id for row in await delivery_rows(engine)}
+    return [
+        Result(
+            delivery_id=delivery_id,
+            version_id=versions[delivery_id],
+            target="sms-live",
+            attempt=1,
+            state=DeliveryState.delivered,
+            token=token,
+            attempts=[AttemptRow(Outcome.delivered, now)],
+            receipts=[Receipt("sms", "sms-live", f"SM{delivery_id}", posted_at=now)],
+            delivered_at=now,
+        )
+        for delivery_id in ids
+    ]
 
 
 def fast_settings(**dispatch: Any) -> Settings:

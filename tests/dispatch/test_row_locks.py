@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -19,12 +20,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from broadcaster.dispatch import claims
-from broadcaster.dispatch.payload_cache import PayloadCache
-from broadcaster.dispatch.recorder import AttemptRow, Recorder, Result
-from broadcaster.dispatch.states import DeliveryState, Outcome
+from broadcaster.dispatch.recorder import Recorder
 from broadcaster.storage.schema import deliveries
-from channels.base import Receipt
-from tests.dispatch.harness import Desk, FakeClock, add_contacts, delivery_rows
+from tests.dispatch.harness import (
+    PHONES,
+    Desk,
+    FakeClock,
+    claim_list,
+    delivered_results,
+    delivery_rows,
+)
 
 WORKER = "lock-test"
 TOKEN = f"{WORKER}/1"
@@ -37,15 +42,9 @@ async def in_flight(engine: AsyncEngine, desk: Desk, clock: FakeClock) -> list[i
     updated later are), so that a statement taking rows in the table's order reaches it last."""
     if engine.dialect.name != "postgresql":
         pytest.skip("row locks exist on PostgreSQL only; SQLite has one writer at a time")
-    await add_contacts(engine, ("+12025550101", "+12025550102", "+12025550103"), ())
-    _alert, version_id = await desk.release(channels=["sms"])
     now = clock()
-    async with engine.begin() as connection:
-        claimed = await claims.claim(
-            connection, "sms-live", 3, TOKEN, now, now + timedelta(seconds=60), PayloadCache()
-        )
-    ids = sorted(job.id for job in claimed)
-    assert len(ids) == 3 and {r.id for r in await delivery_rows(engine, version_id)} >= set(ids)
+    ids = await claim_list(engine, desk, PHONES, TOKEN, now)
+    assert len(ids) == 3
     async with engine.begin() as connection:
         await connection.execute(
             update(deliveries).where(deliveries.c.id == ids[0]).values(updated_at=now)
@@ -88,6 +87,18 @@ async def lowest_held(engine: AsyncEngine, in_flight: list[int]) -> AsyncIterato
     await holder
 
 
+@dataclass
+class Scene:
+    in_flight: list[int]  # lowest id first
+    scanning: AsyncEngine  # runs the statement under test
+    lowest_held: asyncio.Event  # set: the outside transaction lets the lowest row go
+
+
+@pytest.fixture
+def scene(in_flight: list[int], scanning: AsyncEngine, lowest_held: asyncio.Event) -> Scene:
+    return Scene(in_flight, scanning, lowest_held)
+
+
 async def _waiting_for_a_row(engine: AsyncEngine) -> None:
     """Until some transaction waits for a row lock."""
     async with asyncio.timeout(WAIT):
@@ -121,71 +132,42 @@ async def _free(engine: AsyncEngine, ids: list[int]) -> bool:
 
 
 async def _waits_at_its_first_row(
-    engine: AsyncEngine,
-    in_flight: list[int],
-    release: asyncio.Event,
-    statement: Callable[[AsyncConnection], Awaitable[object]],
-    scanning: AsyncEngine,
+    engine: AsyncEngine, scene: Scene, statement: Callable[[AsyncConnection], Awaitable[object]]
 ) -> object:
     async def run() -> object:
-        async with scanning.begin() as connection:
+        async with scene.scanning.begin() as connection:
             return await statement(connection)
 
     running = asyncio.create_task(run())
     await _waiting_for_a_row(engine)
     assert not running.done()
-    assert await _free(engine, in_flight[1:]), "it took higher rows before the lowest"
-    release.set()
+    assert await _free(engine, scene.in_flight[1:]), "it took higher rows before the lowest"
+    scene.lowest_held.set()
     return await asyncio.wait_for(running, WAIT)
 
 
 async def test_a_lease_renewal_takes_its_rows_in_id_order(
-    engine: AsyncEngine,
-    in_flight: list[int],
-    scanning: AsyncEngine,
-    lowest_held: asyncio.Event,
-    clock: FakeClock,
+    engine: AsyncEngine, scene: Scene, clock: FakeClock
 ) -> None:
     until = clock() + timedelta(seconds=90)
     kept = await _waits_at_its_first_row(
-        engine,
-        in_flight,
-        lowest_held,
-        lambda connection: claims.renew(connection, WORKER, until),
-        scanning,
+        engine, scene, lambda connection: claims.renew(connection, WORKER, until)
     )
-    assert kept == set(in_flight)
+    assert kept == set(scene.in_flight)
     assert {row.lease_expires_at for row in await delivery_rows(engine)} == {until}
 
 
 async def test_a_write_of_results_takes_its_rows_in_id_order(
-    engine: AsyncEngine,
-    in_flight: list[int],
-    scanning: AsyncEngine,
-    lowest_held: asyncio.Event,
-    clock: FakeClock,
+    engine: AsyncEngine, scene: Scene, clock: FakeClock
 ) -> None:
-    now = clock()
-    recorder = Recorder(scanning, WORKER, batch=10, clock=clock)
-    rows = {row.id: row for row in await delivery_rows(engine)}
-    for delivery_id in reversed(in_flight):  # results arrive in any order
-        recorder.add(
-            Result(
-                delivery_id=delivery_id,
-                version_id=rows[delivery_id].version_id,
-                target="sms-live",
-                attempt=1,
-                state=DeliveryState.delivered,
-                token=TOKEN,
-                attempts=[AttemptRow(Outcome.delivered, now)],
-                receipts=[Receipt("sms", "sms-live", f"SM{delivery_id}")],
-                delivered_at=now,
-            )
-        )
+    recorder = Recorder(scene.scanning, WORKER, batch=10, clock=clock)
+    # Results arrive in any order.
+    for result in await delivered_results(engine, scene.in_flight[::-1], TOKEN, clock()):
+        recorder.add(result)
 
     async def flush(_connection: AsyncConnection) -> None:
         await recorder.flush()  # its own transaction: the one under test
 
-    await _waits_at_its_first_row(engine, in_flight, lowest_held, flush, scanning)
+    await _waits_at_its_first_row(engine, scene, flush)
     states = {row.id: row.state for row in await delivery_rows(engine)}
-    assert [states[i] for i in in_flight] == ["delivered"] * 3
+    assert [states[i] for i in scene.in_flight] == ["delivered"] * 3
