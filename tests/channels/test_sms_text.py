@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from channels.sms_text import (
     GSM7,
@@ -109,3 +111,60 @@ def test_typographic_punctuation_does_not_force_ucs2(typed: str, sent: str) -> N
 )
 def test_only_a_bare_keyword_is_a_keyword(body: str, keyword: Keyword | None) -> None:
     assert classify_keyword(body) is keyword
+
+
+def _greedy_segments(text: str) -> int:
+    """The rule spelled out, character by character: what segment_count's shortcut must match."""
+    gsm = all(char in _GSM_ALPHABET for char in text)
+    if gsm:
+        units = [2 if char in "\f^{}\\[~]|€" else 1 for char in text]
+        single, multi = 160, 153
+    else:
+        units = [2 if ord(char) > 0xFFFF else 1 for char in text]
+        single, multi = 70, 67
+    if not units:
+        return 0
+    if sum(units) <= single:
+        return 1
+    segments, used = 1, 0
+    for cost in units:
+        if used + cost > multi:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments
+
+
+_GSM_ALPHABET = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà\f^{}\\[~]|€"
+)
+
+
+# Lengths at and around where a segment fills up: one SMS (70, 160) and k concatenated ones.
+_EDGES = sorted(
+    {edge + step for edge in (70, 160) for step in (-1, 0, 1)}
+    | {k * size + step for size in (67, 153) for k in (2, 3, 4) for step in (-1, 0, 1)}
+)
+
+
+def _texts(alphabet: st.SearchStrategy[str], longest: int) -> st.SearchStrategy[str]:
+    """Texts of any length up to `longest`, often at a segment's edge."""
+    lengths = st.one_of(st.integers(0, longest), st.sampled_from(_EDGES))
+    return lengths.flatmap(lambda size: st.text(alphabet=alphabet, min_size=size, max_size=size))
+
+
+_GSM_BASIC_ONLY = _GSM_ALPHABET.rstrip("\f^{}\\[~]|€")
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        _texts(st.sampled_from(_GSM_BASIC_ONLY), 700),  # one septet a character
+        _texts(st.sampled_from("abc€"), 700),  # with escape pairs
+        _texts(st.sampled_from("aúü立"), 700),  # UCS-2, one unit a character
+        _texts(st.sampled_from("aú" + SIREN), 700),  # with surrogate pairs
+        _texts(st.characters(), 300),
+    )
+)
+def test_segment_count_matches_the_greedy_rule(text: str) -> None:
+    assert segment_count(text) == _greedy_segments(text)
