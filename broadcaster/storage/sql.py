@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Executable, all_, bindparam, func, literal, select, true
@@ -74,7 +72,7 @@ class DriverStatement:
     The SQL itself is still SQLAlchemy's, written once, as the rest of the service writes it.
 
     On SQLite an UPDATE given `row_key` (the parameter naming the row each update touches) runs
-    a batch as one statement (see _sqlite_batch) when no row is named twice in it: executemany
+    a batch as one statement (see _SqliteBatch) when no row is named twice in it: executemany
     would apply both in turn, one statement only one of them.
     """
 
@@ -105,57 +103,86 @@ class DriverStatement:
         last: dict[int, tuple[Any, Any]] = {}
         values = [form.values(row, last) for row in rows]
         if (
-            form.batch_sql is not None
+            form.batch is not None
             and self.row_key is not None
             and len(values) > 1
             and len({row[self.row_key] for row in rows}) == len(rows)
         ):
-            text = _json_rows(values)
-            if text is not None:
-                await connection.exec_driver_sql(form.batch_sql, (text,))
-                return
+            for sql, parameters in form.batch.statements(values):
+                await connection.exec_driver_sql(sql, parameters)
+            return
         await connection.exec_driver_sql(form.sql, values)
 
 
-def _json_rows(values: Sequence[tuple[Any, ...]]) -> str | None:
-    """The rows as one JSON array of arrays, or None when a value has no JSON form (bytes, a
-    float that is not finite)."""
-    for row in values:
-        for value in row:
-            kind = type(value)
-            if value is None or kind is str or kind is int or kind is bool:
-                continue
-            if kind is not float or not math.isfinite(value):
-                return None
-    return json.dumps(values)
-
-
-# UPDATE ... FROM came with SQLite 3.33 (json_extract long before).
+# UPDATE ... FROM came with SQLite 3.33, which also raised the most parameters a statement
+# may have from 999 to this.
 _SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+MOST_SQLITE_PARAMETERS = 32766
 
 
-def _sqlite_batch(sql: str, parameters: int) -> str | None:
-    """An UPDATE ... WHERE with positional `?` as one statement for many rows: FROM
-    json_each(?) (the rows as a JSON array), each `?` the row's value at its position.
-    SQLite runs a batch of executemany a row at a time, handing the GIL back and forth with
-    the event loop's thread at every row (with a busy loop, a lock convoy that cost more than
-    the writing); one statement runs the whole batch in C. None for statements of another
-    shape, or on an SQLite too old for UPDATE ... FROM."""
-    if (
-        not _SQLITE_UPDATE_FROM
-        or not sql.startswith("UPDATE ")
-        or sql.count(" WHERE ") != 1
-        or sql.count("?") != parameters
-    ):
-        return None
-    pieces = sql.split("?")
-    out = [pieces[0]]
-    for position, piece in enumerate(pieces[1:]):
-        out.append(f"json_extract(_rows.value, '$[{position}]')")
-        out.append(piece)
-    text = "".join(out)
-    head, tail = text.split(" WHERE ")
-    return f"{head} FROM json_each(?) AS _rows WHERE {tail}"
+@dataclass(frozen=True)
+class _SqliteBatch:
+    """An UPDATE ... WHERE with positional `?`, run for many rows as one statement: the rows
+    come as a list of VALUES joined in by UPDATE ... FROM, and each `?` of the statement becomes
+    the row's value at its position:
+    `WITH _rows(c0, c1, ...) AS (VALUES (?, ?, ...), ...) UPDATE t SET a = _rows.c0 ...
+    FROM _rows WHERE t.id = _rows.c1 ...`.
+
+    Why: SQLite runs executemany a row at a time, handing the GIL back and forth with the event
+    loop's thread at every row (with a busy loop, a lock convoy that cost more than the
+    writing); one statement runs the whole batch in C. (The rows as one JSON text, taken apart
+    with json_extract, did the same at twice the CPU: every json_extract parses its row again.)
+    The number of rows is rounded up to a power of two, the rest of the list NULL (a NULL key
+    matches no row): a handful of statement texts, each prepared once and kept in the driver's
+    statement cache, whatever the batch sizes."""
+
+    head: str  # "UPDATE t SET a=_rows.c0, ..." (the part before WHERE)
+    where: str
+    width: int  # parameters per row
+    _texts: dict[int, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, sql: str, parameters: int) -> _SqliteBatch | None:
+        """None for statements of another shape, or on an SQLite too old for UPDATE ... FROM."""
+        if (
+            not _SQLITE_UPDATE_FROM
+            or not sql.startswith("UPDATE ")
+            or sql.count(" WHERE ") != 1
+            or sql.count("?") != parameters
+            or parameters == 0
+        ):
+            return None
+        pieces = sql.split("?")
+        out = [pieces[0]]
+        for position, piece in enumerate(pieces[1:]):
+            out.append(f"_rows.c{position}")
+            out.append(piece)
+        head, where = "".join(out).split(" WHERE ")
+        return cls(head, where, parameters)
+
+    def statements(
+        self, values: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """The statements (and their parameters) that write `values`, one row per tuple."""
+        most = 1 << ((MOST_SQLITE_PARAMETERS // self.width).bit_length() - 1)
+        for start in range(0, len(values), most):
+            chunk = values[start : start + most]
+            size = 1 << (len(chunk) - 1).bit_length()
+            parameters = [value for row in chunk for value in row]
+            parameters.extend([None] * (self.width * (size - len(chunk))))
+            yield self._text(size), tuple(parameters)
+
+    def _text(self, rows: int) -> str:
+        text = self._texts.get(rows)
+        if text is None:
+            names = ", ".join(f"c{position}" for position in range(self.width))
+            row = f"({', '.join('?' * self.width)})"
+            text = (
+                f"WITH _rows({names}) AS (VALUES {', '.join([row] * rows)}) "
+                f"{self.head} FROM _rows WHERE {self.where}"
+            )
+            self._texts[rows] = text
+        return text
 
 
 @dataclass(frozen=True)
@@ -164,7 +191,7 @@ class _DriverForm:
     # Per position: the parameter's name, the statement's own value when it carries one (a
     # literal written into .values()), and the type processor the driver's value needs.
     plan: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
-    batch_sql: str | None = None
+    batch: _SqliteBatch | None = None
 
     @classmethod
     def compile(
@@ -183,7 +210,7 @@ class _DriverForm:
             if fixed is not _OPEN and process is not None:
                 fixed, process = process(fixed), None
             plan.append((name, fixed, process))
-        batch = _sqlite_batch(compiled.string, len(plan)) if dialect.name == "sqlite" else None
+        batch = _SqliteBatch.of(compiled.string, len(plan)) if dialect.name == "sqlite" else None
         return cls(compiled.string, tuple(plan), batch)
 
     def values(self, row: Mapping[str, Any], last: dict[int, tuple[Any, Any]]) -> tuple[Any, ...]:
