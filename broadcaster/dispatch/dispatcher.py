@@ -31,6 +31,7 @@ from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.dispatch.recorder import Recorder, Result
 from broadcaster.dispatch.retry import RetryPolicy
 from broadcaster.dispatch.sender import Attempt, Context
+from broadcaster.dispatch.tries import Tries
 from broadcaster.dispatch.versions import VersionCache
 from broadcaster.dispatch.wake import Wakeup, listen
 from broadcaster.settings import ConfigError, Settings
@@ -113,12 +114,11 @@ class Dispatcher:
             report=self.recorder.add,
         )
         self.payloads = PayloadCache()  # what claimed deliveries send, read once each
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.tries = Tries(self._try)
         self._jobs: dict[int, Claimed] = {}  # what this worker holds, with its lease
         self._claims = 0
         self._refreshed_at = clock()
         self._renewed_at = clock()
-        self._started: set[int] = set()  # tries that began (hold a slot)
         self._recorded: set[int] = set()  # tries whose final result went to the recorder
         self._unsettled: set[int] = set()
         # `_room` is set when a lane with a backlog has room again (a try ended, results were
@@ -179,17 +179,14 @@ class Dispatcher:
         await self._refresh()
         for _ in range(rounds):
             claimed = await self.claim_round()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await self.tries.join()
             await self.recorder.flush()
             if not claimed:
                 break
         await self._settle()
 
     async def aclose(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.tries.cancel()
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -241,29 +238,17 @@ class Dispatcher:
             for job in jobs:
                 lane.held.add(job.id)
                 self._jobs[job.id] = job
-                older = self._tasks.get(job.id)
-                self._tasks[job.id] = asyncio.create_task(self._try(lane, job, older))
+                self.tries.add(lane, job)
             total += len(jobs)
         return total
 
-    async def _try(self, lane: Lane, job: Claimed, older: asyncio.Task[None] | None) -> None:
-        if older is not None:
-            # An earlier claim of ours on this delivery was lost in a stall and came back to us:
-            # stop that try, and let it finish, before this one looks at the platform.
-            older.cancel()
-            await asyncio.gather(older, return_exceptions=True)
-        try:
-            async with lane.slots:
-                self._started.add(job.id)
-                result = await Attempt(job, lane, self.context).run()
-            self._recorded.add(job.id)
-            self.recorder.add(result)
-            lane.recording.add(job.id)
-            if not self._room.is_set() and lane.wants_more():
-                self._room.set()  # room again, and more is likely due: claim it now
-        finally:
-            if self._tasks.get(job.id) is asyncio.current_task():
-                self._tasks.pop(job.id, None)
+    async def _try(self, lane: Lane, job: Claimed) -> None:
+        result = await Attempt(job, lane, self.context).run()
+        self._recorded.add(job.id)
+        self.recorder.add(result)
+        lane.recording.add(job.id)
+        if not self._room.is_set() and lane.wants_more():
+            self._room.set()  # room again, and more is likely due: claim it now
 
     async def _idle(self, stop: asyncio.Event) -> bool:
         """Wait for a wake-up, room in a busy lane, or the poll interval; True when it was
@@ -301,7 +286,7 @@ class Dispatcher:
 
     def _running(self) -> int:
         """Claimed tries whose results have not reached the recorder yet."""
-        return len(self._tasks)
+        return len(self.tries)
 
     async def _after_flush(self, results: Sequence[Result]) -> None:
         freed = False
@@ -315,7 +300,6 @@ class Dispatcher:
                 lane.forget(result.delivery_id)
                 lane.finished()
                 freed = freed or lane.wants_more()
-            self._started.discard(result.delivery_id)
             self._recorded.discard(result.delivery_id)
             if job is not None and job.token == result.token:
                 del self._jobs[result.delivery_id]
@@ -383,9 +367,7 @@ class Dispatcher:
             # holder finds it), and our results are refused by the recorder's lease check.
             log.warning("%d leases were lost to other workers; dropping them", len(lost))
             for delivery_id in lost:
-                task = self._tasks.get(delivery_id)
-                if task is not None:
-                    task.cancel()
+                self.tries.stop(delivery_id)
                 self._jobs.pop(delivery_id, None)
                 for lane in self.lanes.values():
                     lane.forget(delivery_id)
@@ -431,21 +413,17 @@ class Dispatcher:
 
     async def _wind_down(self) -> None:
         """Stop: hand back what never started, let started tries finish within the grace."""
-        waiting = {i: t for i, t in self._tasks.items() if i not in self._started}
-        for task in waiting.values():
-            task.cancel()
-        await asyncio.gather(*waiting.values(), return_exceptions=True)
-        running = list(self._tasks.values())
+        never_started = self.tries.take_waiting()
+        waiting = {job.id for job in never_started}
+        running = self.tries.runners()
         if running:
             grace = max(1.0, min(10.0, self.lease_seconds / 2))
             _done, late = await asyncio.wait(running, timeout=grace)
-            for task in late:
-                task.cancel()  # the try records itself as "may have posted"
-            await asyncio.gather(*late, return_exceptions=True)
+            await self.tries.cancel(late)  # their tries record themselves as "may have posted"
         with contextlib.suppress(Exception):
             await self.recorder.flush()
         if waiting:
-            held = [(i, self._jobs[i].token) for i in waiting if i in self._jobs]
+            held = [(job.id, job.token) for job in never_started]
             try:
                 async with self.engine.begin() as connection:
                     await claims.hand_back(connection, held, self.clock())

@@ -45,7 +45,6 @@ class Lane:
         self.mode = configured.target.mode
         own = settings.for_channel(self.channel)
         self.concurrency = own.concurrency
-        self.slots = asyncio.Semaphore(own.concurrency)
         platform = adapter.limits.max_rate_per_second if settings.honour_platform_rates else None
         rates = [rate for rate in (own.rate_per_second, platform) if rate is not None]
         self.rate: float | None = min(rates) if rates else None
