@@ -114,26 +114,25 @@ class Tries:
                 if self._queued.get(job.id) is not job:
                     continue  # dropped, or claimed again (a later entry)
                 del self._queued[job.id]
-                await self._one(lane, job, runner)
+                # The try is awaited here, not in a coroutine of its own: every resumption of
+                # a request passes through each coroutine between the task and it.
+                self._current[job.id] = (job, runner)
+                self._busy[lane] = self._busy.get(lane, 0) + 1
+                try:
+                    await self._run_one(lane, job)
+                except asyncio.CancelledError:
+                    if self._stopping.get(job.id) is not job:
+                        raise  # the worker is stopping: the runner ends
+                    runner.uncancel()  # only this try was stopped
+                except Exception:  # a bug in the try's own bookkeeping: the others go on
+                    log.exception("the try of delivery %s failed; its lease will lapse", job.id)
+                finally:
+                    self._busy[lane] -= 1
+                    self._end(job)
         finally:
             # At once, not in the task's done callback (a loop turn later): a delivery added
             # meanwhile would count on this runner and wait for one that has stopped.
             self._runners[lane].discard(runner)
-
-    async def _one(self, lane: Lane, job: Claimed, runner: asyncio.Task[None]) -> None:
-        self._current[job.id] = (job, runner)
-        self._busy[lane] = self._busy.get(lane, 0) + 1
-        try:
-            await self._run_one(lane, job)
-        except asyncio.CancelledError:
-            if self._stopping.get(job.id) is not job:
-                raise  # the worker is stopping: the runner ends
-            runner.uncancel()  # only this try was stopped
-        except Exception:  # a bug in the try's own bookkeeping: the others go on
-            log.exception("the try of delivery %s failed; its lease will lapse", job.id)
-        finally:
-            self._busy[lane] -= 1
-            self._end(job)
 
     def _end(self, job: Claimed) -> None:
         del self._current[job.id]
