@@ -22,14 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broadcaster.storage.schema import telegram_updates
 from channels.telegram_inbox import FRESH_FOR, KeptUpdate, PostForward, text_digest
 
-__all__ = ["KEPT_FOR", "SqlUpdateInbox"]
+__all__ = ["SqlUpdateInbox"]
 
 log = logging.getLogger(__name__)
 
-# Only updates kept within FRESH_FOR set the offset (Telegram may renumber after a week of
-# silence); older ones are deleted. Six days of forwards also cover every reconciliation,
-# which ends within hours of the try it checks.
-KEPT_FOR: Final = FRESH_FOR
+# Updates are kept FRESH_FOR: only those that recent set the offset (Telegram may renumber after
+# a week of silence), and older ones are deleted. Six days of forwards also cover every
+# reconciliation, which ends within hours of the try it checks.
 PURGE_EVERY_SECONDS: Final = 3600.0
 
 _t = telegram_updates.c
@@ -58,7 +57,7 @@ class SqlUpdateInbox:
         self._purged_at: float | None = None
 
     async def next_offset(self) -> int | None:
-        recent = self.clock() - KEPT_FOR
+        recent = self.clock() - FRESH_FOR
         async with self.engine.connect() as connection:
             newest = await connection.scalar(
                 select(func.max(_t.update_id)).where(_t.target == self.target, _t.kept_at > recent)
@@ -86,7 +85,7 @@ class SqlUpdateInbox:
                 self._purged_at = time.monotonic()
                 await connection.execute(
                     delete(telegram_updates).where(
-                        _t.target == self.target, _t.kept_at < now - KEPT_FOR
+                        _t.target == self.target, _t.kept_at < now - FRESH_FOR
                     )
                 )
 

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster.storage.schema import telegram_updates
 from broadcaster.targets import ConfiguredTarget, Directory
-from broadcaster.telegram_inbox import KEPT_FOR, SqlUpdateInbox
+from broadcaster.telegram_inbox import SqlUpdateInbox
 from channels.base import Post, Target
 from channels.emulators.telegram import TelegramEmulator
 from channels.telegram import TelegramChannel
-from channels.telegram_inbox import KeptUpdate, PostForward
+from channels.telegram_inbox import FRESH_FOR, KeptUpdate, PostForward
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ async def test_a_week_old_update_sets_no_offset_and_is_deleted(engine: AsyncEngi
     clock = Clock()
     inbox = SqlUpdateInbox(engine, "telegram-live", clock)
     await inbox.keep([_comment(500, "old")])
-    clock.now = NOW + KEPT_FOR + timedelta(minutes=1)
+    clock.now = NOW + FRESH_FOR + timedelta(minutes=1)
     assert await inbox.next_offset() is None
     inbox_later = SqlUpdateInbox(engine, "telegram-live", clock)  # a process started since
     await inbox_later.keep([_comment(7, "new")])
