@@ -70,6 +70,17 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _running(concurrency: int, *jobs: Claimed) -> tuple[_Platform, Tries, Lane]:
+    """Tries on one lane with `jobs` added, once they have had the turns to start."""
+    platform = _Platform()
+    tries = Tries(platform.run_one)
+    lane = _lane("sms", concurrency)
+    for job in jobs:
+        tries.add(lane, job)
+    await _settle()
+    return platform, tries, lane
+
+
 async def test_a_lane_runs_at_most_its_concurrency_and_others_are_not_held_up() -> None:
     platform = _Platform()
     tries = Tries(platform.run_one)
@@ -91,12 +102,7 @@ async def test_a_lane_runs_at_most_its_concurrency_and_others_are_not_held_up() 
 
 
 async def test_stopping_one_try_stops_only_it_and_its_runner_goes_on() -> None:
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 1)
-    for n in (1, 2):
-        tries.add(sms, _job(n))
-    await _settle()
+    platform, tries, _sms = await _running(1, _job(1), _job(2))
     tries.stop(1)
     await _settle()
     assert platform.events == ["start 1/w/1", "stopped 1/w/1", "start 2/w/1"]
@@ -109,12 +115,7 @@ async def test_stopping_one_try_stops_only_it_and_its_runner_goes_on() -> None:
 
 
 async def test_a_stopped_delivery_that_had_not_started_never_starts() -> None:
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 1)
-    for n in (1, 2, 3):
-        tries.add(sms, _job(n))
-    await _settle()
+    platform, tries, _sms = await _running(1, _job(1), _job(2), _job(3))
     tries.stop(2)
     assert len(tries) == 2
     platform.release(1, 3)
@@ -123,11 +124,8 @@ async def test_a_stopped_delivery_that_had_not_started_never_starts() -> None:
 
 
 async def test_a_delivery_claimed_again_starts_after_the_earlier_try_has_ended() -> None:
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 4)  # room to start it at once, were it allowed
-    tries.add(sms, _job(1, "w/1"))
-    await _settle()
+    # Room to start it at once, were it allowed.
+    platform, tries, sms = await _running(4, _job(1, "w/1"))
     tries.add(sms, _job(1, "w/2"))  # our lease lapsed in a stall; claimed again
     await _settle()
     platform.release(1)
@@ -136,25 +134,14 @@ async def test_a_delivery_claimed_again_starts_after_the_earlier_try_has_ended()
 
 
 async def test_a_delivery_claimed_again_before_it_started_runs_once() -> None:
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 1)
-    tries.add(sms, _job(1))
-    tries.add(sms, _job(2, "w/1"))
-    tries.add(sms, _job(2, "w/2"))
-    await _settle()
+    platform, tries, _sms = await _running(1, _job(1), _job(2, "w/1"), _job(2, "w/2"))
     platform.release(1, 2)
     await tries.join()
     assert platform.events == ["start 1/w/1", "end 1/w/1", "start 2/w/2", "end 2/w/2"]
 
 
 async def test_stopping_hands_over_what_never_started_and_cancels_what_runs() -> None:
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 1)
-    for n in (1, 2, 3):
-        tries.add(sms, _job(n))
-    await _settle()
+    platform, tries, _sms = await _running(1, _job(1), _job(2), _job(3))
     never = tries.take_waiting()
     assert sorted(job.id for job in never) == [2, 3]
     await tries.cancel()
@@ -166,11 +153,7 @@ async def test_stopping_hands_over_what_never_started_and_cancels_what_runs() ->
 async def test_work_added_as_a_runner_finishes_is_not_left_waiting() -> None:
     """A runner whose lane ran dry ends; what is added right then gets a runner of its own,
     not a place behind one that has stopped."""
-    platform = _Platform()
-    tries = Tries(platform.run_one)
-    sms = _lane("sms", 1)
-    tries.add(sms, _job(1))
-    await _settle()
+    platform, tries, sms = await _running(1, _job(1))
     platform.release(1)
     await asyncio.sleep(0)  # the try ends; the runner finds nothing more and returns
     tries.add(sms, _job(2))
