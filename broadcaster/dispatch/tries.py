@@ -61,10 +61,10 @@ class Tries:
         self._after.pop(delivery_id, None)
         self._queued.pop(delivery_id, None)
         current = self._current.get(delivery_id)
-        if current is not None:
+        if current is not None and self._stopping.get(delivery_id) is not current[0]:
             job, runner = current
             self._stopping[delivery_id] = job
-            runner.cancel()
+            runner.cancel()  # once: each cancel() the runner does not take back would linger
 
     def take_waiting(self) -> list[Claimed]:
         """Every claimed try not started, which now never will be (stopping: handed back)."""

@@ -104,6 +104,7 @@ async def test_a_lane_runs_at_most_its_concurrency_and_others_are_not_held_up() 
 async def test_stopping_one_try_stops_only_it_and_its_runner_goes_on() -> None:
     platform, tries, _sms = await _running(1, _job(1), _job(2))
     tries.stop(1)
+    tries.stop(1)  # said twice (lost, and claimed again): one stop
     await _settle()
     assert platform.events == ["start 1/w/1", "stopped 1/w/1", "start 2/w/1"]
     # The runner is not left cancelled: a timeout in a later try still says "timed out".
