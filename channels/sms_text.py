@@ -101,7 +101,8 @@ def segment_count(text: str) -> int:
     """How many SMS segments `text` is sent as; 0 for an empty text (nothing is sent)."""
     if not text:
         return 0
-    if is_gsm7(text):
+    gsm = is_gsm7(text)
+    if gsm:
         single, multi = _SINGLE_GSM, _MULTI_GSM
         has_pairs = not _GSM_EXTENSION.isdisjoint(text)
     else:
@@ -111,7 +112,7 @@ def segment_count(text: str) -> int:
         # Every character one unit: the common case, counted without a walk through the text
         # (the Twilio emulator counts every message of a 100,000-person list).
         return 1 if len(text) <= single else -(-len(text) // multi)
-    units = _units(text, gsm=single == _SINGLE_GSM)
+    units = _units(text, gsm=gsm)
     if sum(units) <= single:
         return 1
     # Fill segments greedily: a two-unit character (escape pair, surrogate pair) that does not fit

@@ -36,6 +36,7 @@ from broadcaster.dispatch.versions import VersionCache
 from broadcaster.dispatch.wake import Wakeup, listen
 from broadcaster.settings import ConfigError, Settings
 from broadcaster.storage.schema import channel_state, workers
+from broadcaster.storage.sql import is_postgresql
 from broadcaster.targets import Directory
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class Dispatcher:
         async with self.engine.begin() as connection:
             if (
                 self._jobs
-                and connection.dialect.name == "sqlite"
+                and not is_postgresql(connection)
                 and (now - self._renewed_at).total_seconds() >= self.heartbeat / 2
             ):
                 # SQLite's write lock is ours anyway: renew what we hold too (on a busy database

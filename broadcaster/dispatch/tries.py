@@ -102,6 +102,7 @@ class Tries:
         while len(runners) < wanted:
             runner = asyncio.create_task(self._run(lane), name=f"lane {lane.name}")
             runners.add(runner)
+            # (A runner cancelled before its first turn never reaches its own discard.)
             runner.add_done_callback(runners.discard)
 
     async def _run(self, lane: Lane) -> None:

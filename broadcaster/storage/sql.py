@@ -130,8 +130,10 @@ class _SqliteBatch:
 
     Why: SQLite runs executemany a row at a time, handing the GIL back and forth with the event
     loop's thread at every row (with a busy loop, a lock convoy that cost more than the
-    writing); one statement runs the whole batch in C. (The rows as one JSON text, taken apart
-    with json_extract, did the same at twice the CPU: every json_extract parses its row again.)
+    writing); one statement runs the whole batch in C. (It replaced the rows as one JSON text
+    taken apart with json_extract: measured alone, that cost SQLite twice the CPU, as every
+    json_extract parses its row again, and it JSON-encoded every row in the event loop's
+    thread. In the full dispatch benchmark the SQLite thread's CPU did not change.)
     The number of rows is rounded up to a power of two, the rest of the list NULL (a NULL key
     matches no row): a handful of statement texts, each prepared once and kept in the driver's
     statement cache, whatever the batch sizes."""
