@@ -17,12 +17,14 @@ and later claimed again can never be mistaken for the new one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Integer, bindparam, func, select, type_coerce, union_all
+from sqlalchemy import Integer, String, bindparam, func, select, true, type_coerce, union_all
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import NullType
 
@@ -31,7 +33,7 @@ from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.dispatch.row_locks import in_lock_order
 from broadcaster.dispatch.states import DeliveryKind, DeliveryState, Outcome
 from broadcaster.storage.schema import deliveries, delivery_attempts
-from broadcaster.storage.sql import any_of_parameter
+from broadcaster.storage.sql import any_of_parameter, is_postgresql
 from channels.base import Receipt
 
 _S = DeliveryState
@@ -87,10 +89,14 @@ def worker_of(token: str | None) -> str:
 # "state IN (...) OR ..." sorted every due row of the target (a whole 100,000-person list) on
 # each claim.
 _WAITING = (_S.queued, _S.retry_wait)
+_STATES = (*_WAITING, _S.in_flight)
+# SQLite allows 500 SELECTs in one compound statement: a statement picks for this many targets
+# at most (three SELECTs each), and more targets take several.
+_TARGETS_PER_SQLITE_PICK: Final = 64
 
 
-def _pick(state: DeliveryState, *, lock: bool) -> Any:
-    """The statement that picks one state's due rows (built once: a claim runs it often)."""
+def _pick(state: DeliveryState, target: Any, limit: Any, *, lock: bool) -> Any:
+    """The statement that picks one state's due rows of `target`, `limit` of them at most."""
     query = select(
         deliveries.c.id,
         deliveries.c.state,
@@ -100,7 +106,8 @@ def _pick(state: DeliveryState, *, lock: bool) -> Any:
         # (fixed-width, so it sorts as the times do) or PostgreSQL's datetime. Parsing SQLite's
         # text into a datetime cost more than anything else a claim does per row.
         type_coerce(deliveries.c.next_attempt_at, NullType()).label("next_attempt_at"),
-    ).where(deliveries.c.target == bindparam("target"), deliveries.c.state == state.value)
+        deliveries.c.target,
+    ).where(deliveries.c.target == target, deliveries.c.state == state.value)
     if state is _S.in_flight:
         # In flight under a lease that lapsed, and never from ourselves: a worker whose
         # renewals ran late still has those tries in hand.
@@ -110,9 +117,7 @@ def _pick(state: DeliveryState, *, lock: bool) -> Any:
         )
     else:
         query = query.where(deliveries.c.next_attempt_at <= bindparam("now"))
-    query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
-        bindparam("limit", type_=Integer)
-    )
+    query = query.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
     if lock:
         # PostgreSQL: rows another worker is claiming are skipped, never waited for; rows
         # locked here and not taken are free again when this transaction ends.
@@ -120,20 +125,68 @@ def _pick(state: DeliveryState, *, lock: bool) -> Any:
     return query
 
 
-def _picks(*, postgresql: bool) -> list[Any]:
-    """The statements a claim runs to pick its rows (built once).
+def _postgresql_picks() -> list[Any]:
+    """PostgreSQL's pick statements, one per state (a UNION cannot lock what it picks), each
+    for every target at once: the targets and their limits come as two arrays, and each
+    target's rows are an ordered, limited index walk of their own (a LATERAL join)."""
+    wanted = (
+        func.unnest(
+            bindparam("targets", type_=postgresql.ARRAY(String)),
+            bindparam("limits", type_=postgresql.ARRAY(Integer)),
+        )
+        .table_valued("target", "room")
+        .render_derived(name="wanted")
+    )
+    picks = []
+    for state in _STATES:
+        picked = _pick(state, wanted.c.target, wanted.c.room, lock=True).lateral("picked")
+        picks.append(select(*picked.c).select_from(wanted).join(picked, true()))
+    return picks
 
-    PostgreSQL locks what it picks (FOR UPDATE), which a UNION cannot: one statement per state.
-    SQLite runs the three as one UNION ALL, each still its own ordered, limited index walk:
-    a statement is a trip to the connection's thread, and claims wait on that one connection."""
-    states = (*_WAITING, _S.in_flight)
-    if postgresql:
-        return [_pick(state, lock=True) for state in states]
-    each = [_pick(state, lock=False).subquery() for state in states]
-    return [union_all(*(select(*picked.c) for picked in each))]
+
+_POSTGRESQL_PICKS: Final = _postgresql_picks()
 
 
-_PICKS = {postgresql: _picks(postgresql=postgresql) for postgresql in (False, True)}
+@functools.lru_cache(maxsize=_TARGETS_PER_SQLITE_PICK)
+def _sqlite_pick(targets: int) -> Any:
+    """SQLite's pick statement for `targets` targets (parameters target_<n> and room_<n>): one
+    UNION ALL of every target's and state's ordered, limited index walk. A statement is a trip
+    to the connection's thread, and claims wait on that one connection."""
+    each = [
+        _pick(
+            state,
+            bindparam(f"target_{n}", type_=String),
+            bindparam(f"room_{n}", type_=Integer),
+            lock=False,
+        ).subquery()
+        for n in range(targets)
+        for state in _STATES
+    ]
+    return union_all(*(select(*picked.c) for picked in each))
+
+
+async def _candidates(
+    connection: AsyncConnection, wanted: Sequence[tuple[str, int]], values: dict[str, Any]
+) -> list[Any]:
+    """The due rows of every wanted target: no more than its room of each state."""
+    if is_postgresql(connection):
+        arrays = {
+            "targets": [target for target, _room in wanted],
+            "limits": [room for _target, room in wanted],
+        }
+        found: list[Any] = []
+        for pick in _POSTGRESQL_PICKS:
+            found += (await connection.execute(pick, {**values, **arrays})).all()
+        return found
+    found = []
+    for start in range(0, len(wanted), _TARGETS_PER_SQLITE_PICK):
+        some = wanted[start : start + _TARGETS_PER_SQLITE_PICK]
+        parameters = dict(values)
+        for n, (target, room) in enumerate(some):
+            parameters[f"target_{n}"] = target
+            parameters[f"room_{n}"] = room
+        found += (await connection.execute(_sqlite_pick(len(some)), parameters)).all()
+    return found
 
 
 def _like_prefix(prefix: str) -> str:
@@ -150,28 +203,54 @@ async def claim(
     lease_until: datetime,
     payloads: PayloadCache,
 ) -> list[Claimed]:
-    """Up to `limit` due deliveries of `target`, now in flight under lease `token`: the
-    longest due first. Their payloads are read into `payloads` if it lacks them."""
+    """Up to `limit` due deliveries of `target`, now in flight under lease `token` (see
+    claim_targets)."""
+    claimed = await claim_targets(connection, [(target, limit)], token, now, lease_until, payloads)
+    return claimed[target]
+
+
+async def claim_targets(
+    connection: AsyncConnection,
+    wanted: Sequence[tuple[str, int]],
+    token: str,
+    now: datetime,
+    lease_until: datetime,
+    payloads: PayloadCache,
+) -> dict[str, list[Claimed]]:
+    """For each (target, limit) wanted: up to `limit` due deliveries of the target, now in
+    flight under lease `token`, the longest due first. Their payloads are read into `payloads`
+    if it lacks them.
+
+    All targets are claimed by the same few statements, whatever their number: a release to
+    eight channels used to make forty trips to PostgreSQL (three picks, the update and the
+    payloads, per target) before the first post could go out."""
+    claimed: dict[str, list[Claimed]] = {target: [] for target, _limit in wanted}
+    wanted = [(target, limit) for target, limit in wanted if limit > 0]
+    if not wanted:
+        return claimed
     worker = worker_of(token)
-    values = {"target": target, "now": now, "limit": limit, "ours": _like_prefix(worker + "/")}
-    candidates: list[Any] = []
-    for pick in _PICKS[connection.dialect.name == "postgresql"]:
-        candidates += (await connection.execute(pick, values)).all()
-    if not candidates:
-        return []
-    picked = candidates  # one state's rows, in claim order already, and no more than `limit`
-    if connection.dialect.name != "postgresql" or len({row[1] for row in candidates}) > 1:
-        # SQLite's UNION ALL promises no order of its own; on PostgreSQL, more than one state
-        # had due rows. Either way: the longest due of them all.
-        picked = sorted(candidates, key=_claim_order)[:limit]
-    ids = [row[0] for row in picked]
-    claimed = await connection.execute(
-        _TAKE[connection.dialect.name == "postgresql"],
-        {"ids": ids, "token": token, "until": lease_until, "now": now},
+    values = {"now": now, "ours": _like_prefix(worker + "/")}
+    of_target: dict[str, list[Any]] = {}
+    for row in await _candidates(connection, wanted, values):
+        of_target.setdefault(row.target, []).append(row)
+    limits = dict(wanted)
+    picked: list[Any] = []
+    for target, candidates in of_target.items():
+        if not is_postgresql(connection) or len({row.state for row in candidates}) > 1:
+            # SQLite's UNION ALL promises no order of its own; on PostgreSQL, more than one
+            # state had due rows. Either way: the longest due of them all.
+            candidates = sorted(candidates, key=_claim_order)[: limits[target]]
+        # (Otherwise one state's rows, in claim order already, and no more than the limit.)
+        picked += candidates
+    if not picked:
+        return claimed
+    taken = await connection.execute(
+        _TAKE[is_postgresql(connection)],
+        {"ids": [row.id for row in picked], "token": token, "until": lease_until, "now": now},
     )
     # Rows read by position: a Row's attribute lookup costs ten times an index, and a claim
     # reads some twenty fields of hundreds of rows.
-    rows = sorted(claimed.all(), key=_first)
+    rows = sorted(taken.all(), key=_first)
     await payloads.load(connection, {row[_PAYLOAD_ID] for row in rows})
     abandoned = [row for row in picked if row.state == _S.in_flight]
     if abandoned:
@@ -193,7 +272,10 @@ async def claim(
             ],
         )
     lapsed = {row.id: row.lease_owner for row in abandoned}
-    return [_claimed(row, lapsed, now, token, lease_until, payloads) for row in rows]
+    for row in rows:
+        job = _claimed(row, lapsed, now, token, lease_until, payloads)
+        claimed[job.target].append(job)
+    return claimed
 
 
 # What a worker needs of a claimed row, in the order _claimed unpacks it. The payload is only

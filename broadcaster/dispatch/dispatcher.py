@@ -212,7 +212,6 @@ class Dispatcher:
                 wanted.append((lane, room))
         if not wanted:
             return 0
-        got: list[tuple[Lane, int, list[Claimed]]] = []
         self._claims += 1
         token = claims.lease_token(self.worker_id, self._claims)
         async with self.engine.begin() as connection:
@@ -228,11 +227,15 @@ class Dispatcher:
                     await claims.renew(connection, self.worker_id, now + self.lease),
                     now + self.lease,
                 )
-            for lane, room in wanted:
-                jobs = await claims.claim(
-                    connection, lane.name, room, token, now, now + self.lease, self.payloads
-                )
-                got.append((lane, room, jobs))
+            claimed = await claims.claim_targets(
+                connection,
+                [(lane.name, room) for lane, room in wanted],
+                token,
+                now,
+                now + self.lease,
+                self.payloads,
+            )
+        got = [(lane, room, claimed[lane.name]) for lane, room in wanted]
         total = 0
         for lane, room, jobs in got:
             lane.backlog = len(jobs) == room

@@ -14,7 +14,14 @@ from broadcaster.dispatch import claims
 from broadcaster.dispatch.claims import Claimed
 from broadcaster.dispatch.payload_cache import PayloadCache
 from broadcaster.storage.schema import deliveries
-from tests.dispatch.harness import Desk, FakeClock, add_contacts, attempt_rows, delivery_rows
+from tests.dispatch.harness import (
+    EIGHT,
+    Desk,
+    FakeClock,
+    add_contacts,
+    attempt_rows,
+    delivery_rows,
+)
 
 SIX_PHONES = tuple(f"+1202555010{n}" for n in range(1, 7))
 
@@ -109,3 +116,70 @@ async def test_a_claim_returns_the_longest_due_first_when_the_limit_cuts(
         )
     taken = await _claim(engine, 2, "test-worker/1", now)
     assert {job.id for job in taken} == {ids[-1], ids[0]}
+
+
+async def test_one_claim_takes_every_targets_share_in_as_many_statements_as_one_target(
+    engine: AsyncEngine, desk: Desk, clock: FakeClock
+) -> None:
+    """A release to eight channels is claimed at once: each target gets its room's worth, the
+    longest due first, and the claim makes no more trips to the database than a claim for one
+    target does (it made five per target, forty before the first post could go out)."""
+    phones = await _list_of_six(desk, engine)  # first a list: six SMS deliveries
+    await add_contacts(engine, ("+12025550199",), ("someone@example.org",))  # and one email
+    _alert, version_id = await desk.release(channels=EIGHT, area="Hillside")
+    now = clock() + timedelta(seconds=1)
+    eight = sorted({row.target for row in await delivery_rows(engine, version_id)})
+    assert len(eight) == 8 and "sms-live" in eight
+
+    statements: list[str] = []
+
+    def count(_c: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    wanted = [(target, 2) for target in eight] + [("nobody-configured", 3)]
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with engine.begin() as connection:
+            claimed = await claims.claim_targets(
+                connection, wanted, "test-worker/1", now, now + timedelta(seconds=60), PayloadCache()
+            )
+        for_all = len(statements)
+        statements.clear()
+        # What is left of the list, for one target alone.
+        async with engine.begin() as connection:
+            left = await claims.claim_targets(
+                connection, [("sms-live", 2)], "test-worker/2", now, now, PayloadCache()
+            )
+        for_one = len(statements)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+    assert for_all == for_one
+    assert claimed["nobody-configured"] == []
+    # The list's two oldest; one delivery for every other target (its one due row).
+    assert [job.id for job in claimed["sms-live"]] == phones[:2]
+    for target in eight:
+        if target != "sms-live":
+            assert [job.target for job in claimed[target]] == [target]
+            assert claimed[target][0].token == "test-worker/1"
+    assert [job.id for job in left["sms-live"]] == phones[2:4]
+    states = {row.id: row.state for row in await delivery_rows(engine)}
+    taken = [job.id for jobs in (*claimed.values(), *left.values()) for job in jobs]
+    assert all(states[delivery_id] == "in_flight" for delivery_id in taken)
+    assert sum(state == "in_flight" for state in states.values()) == len(taken) == 11
+
+
+async def test_a_claim_for_more_targets_than_one_sqlite_statement_holds_takes_them_all(
+    engine: AsyncEngine, desk: Desk, clock: FakeClock
+) -> None:
+    """SQLite caps a compound SELECT at 500 parts: a claim for two hundred targets (three parts
+    each) picks in several statements and still finds every target's rows."""
+    phones = await _list_of_six(desk, engine)
+    now = clock() + timedelta(seconds=1)
+    quiet = [(f"quiet-{n}", 1) for n in range(200)]
+    async with engine.begin() as connection:
+        claimed = await claims.claim_targets(
+            connection, [*quiet, ("sms-live", 4)], "test-worker/1", now, now, PayloadCache()
+        )
+    assert [job.id for job in claimed["sms-live"]] == phones[:4]
+    assert all(claimed[target] == [] for target, _room in quiet)
