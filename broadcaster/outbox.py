@@ -347,14 +347,24 @@ class _Rows:
 
     async def write(self, connection: AsyncConnection) -> None:
         """The payloads, then the deliveries that reference them, in batched inserts."""
-        ids = []
-        for _posts, payload in self.payloads:
+        ids: list[int] = []
+        if self.payloads:
+            # One statement for them all (a release to eight channels has eight), the ids in
+            # the order of the rows.
             inserted = await connection.execute(
-                delivery_payloads.insert()
-                .values(version_id=self.version.version_id, payload=payload, created_at=self.now)
-                .returning(delivery_payloads.c.id)
+                delivery_payloads.insert().returning(
+                    delivery_payloads.c.id, sort_by_parameter_order=True
+                ),
+                [
+                    {
+                        "version_id": self.version.version_id,
+                        "payload": payload,
+                        "created_at": self.now,
+                    }
+                    for _posts, payload in self.payloads
+                ],
             )
-            ids.append(inserted.scalar_one())
+            ids = list(inserted.scalars())
         for row in self.values:
             row["payload_id"] = ids[row["payload_id"]]
         for start in range(0, len(self.values), INSERT_BATCH):
