@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,12 +34,34 @@ class VersionCache:
         self.engine = engine
         self.public_base = public_base
         self._known: OrderedDict[int, VersionInfo] = OrderedDict()
+        # Reads under way: a release's tries all start at once and ask for the same version;
+        # one read answers them all (eight reads, on eight pooled connections, held up the
+        # first posts of a release to eight channels).
+        self._reading: dict[int, asyncio.Task[VersionInfo | None]] = {}
 
     async def get(self, version_id: int) -> VersionInfo | None:
         known = self._known.get(version_id)
         if known is not None:
             self._known.move_to_end(version_id)
             return known
+        reading = self._reading.get(version_id)
+        if reading is None or reading.done():  # a finished read is never an answer: ask again
+            reading = asyncio.ensure_future(self._read(version_id))
+            self._reading[version_id] = reading
+            reading.add_done_callback(self._forget_read(version_id))
+        # Shielded: one asker cancelled (its try stopped) does not cancel the others' answer.
+        return await asyncio.shield(reading)
+
+    def _forget_read(self, version_id: int) -> Callable[[asyncio.Task[VersionInfo | None]], None]:
+        def forget(read: asyncio.Task[VersionInfo | None]) -> None:
+            if self._reading.get(version_id) is read:
+                del self._reading[version_id]
+            if not read.cancelled():
+                read.exception()  # seen: every asker may have stopped waiting for it
+
+        return forget
+
+    async def _read(self, version_id: int) -> VersionInfo | None:
         async with self.engine.connect() as connection:
             row = (
                 await connection.execute(
