@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,32 +63,49 @@ async def append(
     connection: AsyncConnection, entry: AuditEntry, *, at: datetime | None = None
 ) -> int:
     """Add `entry` at the end of the chain inside the caller's transaction; return its seq."""
+    (seq,) = await append_all(connection, [(entry, at)])
+    return seq
+
+
+async def append_all(
+    connection: AsyncConnection, entries: Sequence[tuple[AuditEntry, datetime | None]]
+) -> list[int]:
+    """Add `entries` (each with its time, None for now), in order, at the end of the chain
+    inside the caller's transaction; return their seqs. One lock, one read of the chain's end
+    and one insert for them all: an approval writes several entries, on the way to its posts."""
+    if not entries:
+        return []
     if connection.dialect.name == "postgresql":
         await connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
         )
-    # Stored times have microsecond precision on both backends; hash exactly what is stored.
-    moment = (at or datetime.now(UTC)).astimezone(UTC)
     last = await connection.scalar(
         select(audit_log.c.entry_hash).order_by(audit_log.c.seq.desc()).limit(1)
     )
     prev_hash = last or GENESIS_HASH
-    result = await connection.execute(
-        audit_log.insert()
-        .values(
-            at=moment,
-            actor=entry.actor,
-            action=entry.action,
-            subject=entry.subject,
-            source_address=entry.source_address,
-            details=entry.details,
-            content_hash=entry.content_hash,
-            prev_hash=prev_hash,
-            entry_hash=entry_hash(moment, entry, prev_hash),
+    rows = []
+    for entry, at in entries:
+        # Stored times have microsecond precision on both backends; hash exactly what is stored.
+        moment = (at or datetime.now(UTC)).astimezone(UTC)
+        hashed = entry_hash(moment, entry, prev_hash)
+        rows.append(
+            {
+                "at": moment,
+                "actor": entry.actor,
+                "action": entry.action,
+                "subject": entry.subject,
+                "source_address": entry.source_address,
+                "details": entry.details,
+                "content_hash": entry.content_hash,
+                "prev_hash": prev_hash,
+                "entry_hash": hashed,
+            }
         )
-        .returning(audit_log.c.seq)
+        prev_hash = hashed
+    result = await connection.execute(
+        audit_log.insert().returning(audit_log.c.seq, sort_by_parameter_order=True), rows
     )
-    return int(result.scalar_one())
+    return [int(seq) for seq in result.scalars()]
 
 
 class ProblemKind(StrEnum):

@@ -393,24 +393,23 @@ class AlertService:
         events: Sequence[Event],
     ) -> None:
         names = await self._usernames(connection, {e.actor_id for e in events} - {None})
+        entries = []
         for event in events:
             name = names.get(event.actor_id, "system") if event.actor_id is not None else "system"
-            await audit.append(
-                connection,
-                audit.AuditEntry(
-                    actor=name,
-                    action=f"alert.{event.action.value}",
-                    subject=f"alert:{alert_id}/version:{version_id}",
-                    source_address=actor.source_address if actor and event.actor_id else None,
-                    details={
-                        "from": event.from_state.value if event.from_state else None,
-                        "to": event.to_state.value,
-                        "detail": event.detail,
-                    },
-                    content_hash=event.content_hash,
-                ),
-                at=event.at,
+            entry = audit.AuditEntry(
+                actor=name,
+                action=f"alert.{event.action.value}",
+                subject=f"alert:{alert_id}/version:{version_id}",
+                source_address=actor.source_address if actor and event.actor_id else None,
+                details={
+                    "from": event.from_state.value if event.from_state else None,
+                    "to": event.to_state.value,
+                    "detail": event.detail,
+                },
+                content_hash=event.content_hash,
             )
+            entries.append((entry, event.at))
+        await audit.append_all(connection, entries)
 
     async def _usernames(
         self, connection: AsyncConnection, ids: set[int | None]

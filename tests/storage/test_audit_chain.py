@@ -100,3 +100,30 @@ async def test_appends_after_verification_keep_the_chain(engine: AsyncEngine) ->
     await _write(engine, 2)
     second = await _verify(engine)
     assert second.intact and second.entries == 4 and second.head_hash != first.head_hash
+
+
+async def test_entries_appended_together_chain_in_their_order(engine: AsyncEngine) -> None:
+    """Several entries in one append (an approval's) link up as if appended one by one: after
+    what was there, each after the one before it."""
+    await _write(engine, 2)
+    entries = [
+        (
+            AuditEntry(actor="bob", action=f"alert.step{n}", subject="alert:9", details={"n": n}),
+            None,
+        )
+        for n in range(5)
+    ]
+    async with engine.begin() as connection:
+        seqs = await audit.append_all(connection, entries)
+        assert await audit.append_all(connection, []) == []
+    await _write(engine, 1)
+    result = await _verify(engine)
+    assert result.intact and result.entries == 8
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    async with engine.connect() as connection:
+        actions = list(
+            await connection.scalars(
+                audit_log.select().with_only_columns(audit_log.c.action).order_by(audit_log.c.seq)
+            )
+        )
+    assert actions[2:7] == [f"alert.step{n}" for n in range(5)]
