@@ -6,6 +6,8 @@ them in flight for this worker until `lease_until` and bumps their try counter: 
 dies mid-send has still used the try. On PostgreSQL the rows are picked with
 `FOR UPDATE SKIP LOCKED`, so workers claiming at once never wait on or take each other's rows;
 SQLite serialises writers (BEGIN IMMEDIATE), which gives the same guarantee for one process.
+One claim serves every target with room at once (`claim_targets`), in as many statements as a
+claim for one target: a release to eight channels waits for one claim, not eight.
 
 A delivery claimed back from a dead worker is suspect: the part it was sending may have gone out.
 Its next part is looked up with find_published before anything is sent (`reconcile_part`).

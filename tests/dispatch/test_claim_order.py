@@ -141,7 +141,12 @@ async def test_one_claim_takes_every_targets_share_in_as_many_statements_as_one_
     try:
         async with engine.begin() as connection:
             claimed = await claims.claim_targets(
-                connection, wanted, "test-worker/1", now, now + timedelta(seconds=60), PayloadCache()
+                connection,
+                wanted,
+                "test-worker/1",
+                now,
+                now + timedelta(seconds=60),
+                PayloadCache(),
             )
         for_all = len(statements)
         statements.clear()

@@ -4,7 +4,7 @@ reached, while what had not gone out yet is never sent."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broadcaster.dispatch import control
@@ -160,3 +160,32 @@ async def test_a_post_the_platform_has_but_we_cannot_find_is_still_cancelled(
     [retraction] = await delivery_rows(engine, cancel)
     assert retraction.state == "delivered", retraction.last_error
     assert any("CANCELLED" in post.data["text"] for post in platforms.posts("x"))
+
+
+async def test_a_version_is_not_asked_about_while_its_deliveries_are_still_held(
+    desk: Desk, engine: AsyncEngine, platforms: Platforms
+) -> None:
+    """Whether a version is finished is asked of the database only once this worker holds
+    none of its deliveries (asking meant reading a whole list's states every second); then
+    it is completed."""
+    _alert, version = await desk.release(channels=["sms"])
+    dispatcher = desk.dispatcher(platforms.directory)
+    assert await dispatcher.claim_round() == 3
+    dispatcher._unsettled.add(version)
+    asked: list[str] = []
+
+    def count(_c: object, _cursor: object, statement: str, *_rest: object) -> None:
+        asked.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await dispatcher._settle()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert asked == []
+    assert await _version_state(engine, version) == "released"
+
+    await dispatcher.tries.join()
+    await dispatcher.recorder.flush()
+    await dispatcher._settle()
+    assert await _version_state(engine, version) == "completed"
