@@ -1,22 +1,14 @@
-"""What the Facebook Page and Instagram channels share: one Graph API client, one error mapping,
-Meta's webhook handshake and signature, comment polling, and the alert text both platforms post.
+"""What the Facebook Page and Instagram channels share: one Graph API client, finding a post
+again after an ambiguous failure, and comment polling. What else they share has a module each:
+the error mapping (meta_graph_errors), Meta's webhook handshake and signature
+(meta_graph_webhooks) and the alert text both platforms post (meta_graph_text); the channels
+import all of it from here.
 
 The client is facebook-sdk 3.1.0 (`facebook.GraphAPI`): synchronous, built on requests, with
 the host fixed to https://graph.facebook.com/. So every call runs in a worker thread
 (`asyncio.to_thread`), always with a timeout, and each client gets its own `GraphSession`, a
 requests.Session that points that fixed prefix at the target's `base_url` (an emulator in tests
 and demos) and remembers the HTTP response, whose status and usage headers facebook-sdk drops.
-
-Graph errors become the ChannelError tree (`graph_error`):
-
-    190, 102, 10, 200-299           AuthError       token expired/revoked or permission missing
-    100 "appsecret_proof"           AuthError       app_secret is not the token's app's
-    4, 17, 32, 613, 800xx,          TransientError  rate limits; wait from Retry-After or the
-    9/2207042                                       usage headers' estimated_time_to_regain_access
-    506 (1455006), 368, 100, ...    PermanentError  duplicate, blocked, invalid
-    1, 2, is_transient, HTTP 5xx    AmbiguousError  when the call may have published (koala#699:
-                                                    code 2 / HTTP 500 after the post was made);
-                                    TransientError  otherwise
 """
 
 from __future__ import annotations
@@ -25,35 +17,29 @@ import asyncio
 import hashlib
 import hmac
 import json
-import math
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from pydantic import Field
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
 
-from approvals.alert import EXERCISE_MARKING, Info, is_exercise
 from channels.base import (
-    AlertVersion,
-    AmbiguousError,
-    AuthError,
     ChannelError,
     PermanentError,
     Receipt,
     Target,
     TargetSettings,
     TransientError,
-    WebhookAnswer,
-    WebhookRejected,
 )
+from channels.meta_graph_errors import graph_error, network_error, retry_after_from_headers
+from channels.meta_graph_text import BLOCK_SEPARATOR, compose_alert_text, labels
+from channels.meta_graph_webhooks import answer_challenge, webhook_changes, webhook_json
 
 with warnings.catch_warnings():
     # facebook-sdk 3.1.0 has a non-raw regex ("^\d\.\d{1,2}$"); compiling it without a cached
@@ -63,6 +49,7 @@ with warnings.catch_warnings():
     import facebook
 
 __all__ = [
+    "BLOCK_SEPARATOR",
     "GRAPH_URL",
     "GRAPH_VERSION",
     "RECONCILE_PAGE_CAP",
@@ -81,7 +68,6 @@ __all__ = [
     "refuse_extras",
     "retry_after_from_headers",
     "same_text",
-    "verify_signature",
     "webhook_changes",
     "webhook_json",
 ]
@@ -89,7 +75,6 @@ __all__ = [
 GRAPH_URL: Final[str] = facebook.FACEBOOK_GRAPH_URL  # "https://graph.facebook.com/"
 # facebook-sdk's constructor only accepts 2.8..3.1 (long retired): set after construction.
 GRAPH_VERSION: Final = "v21.0"
-SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 # TransientError.code when find_recent needs more pages than it may read.
 RECONCILE_PAGE_CAP: Final = "reconcile-page-cap"
 
@@ -218,7 +203,7 @@ class GraphClient:
             raise self._mapped(error.result, doing, may_publish) from None
         except requests.RequestException as error:
             # `from None`: requests' own messages carry the URL, and a GET's URL carries the token.
-            raise _network_error(error, doing, may_publish) from None
+            raise network_error(error, doing, may_publish) from None
         except (KeyError, ValueError):
             # No content-type, or a body that is not the JSON it claims: not Graph answering.
             raise self._mapped(None, doing, may_publish) from None
@@ -239,275 +224,12 @@ class GraphClient:
         self._session.close()
 
 
-def _network_error(error: requests.RequestException, doing: str, may_publish: bool) -> ChannelError:
-    kind = type(error).__name__
-    never_sent = isinstance(error, requests.ConnectTimeout) or _caused_by(error, NewConnectionError)
-    if never_sent:
-        return TransientError(f"{doing}: could not connect to Graph ({kind}); nothing was sent")
-    if may_publish:
-        return AmbiguousError(
-            f"{doing}: the connection failed after the request was sent ({kind}); it may have "
-            "been published: reconcile before retrying"
-        )
-    return TransientError(f"{doing}: the connection to Graph failed ({kind})")
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    seen: set[int] = set()
-    pending: list[object] = [error]
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return True
-        pending.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
-        pending.extend(current.args)
-    return False
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-# Graph's throttling codes: app (4), user (17), page (32), API-specific (613) and Business Use
-# Case limits (80000-80014: 80001 Pages, 80002 Instagram, ...).
-RATE_LIMIT_CODES: Final = frozenset({4, 17, 32, 613, *range(80000, 80015)})
-AUTH_CODES: Final = frozenset({102, 190, 10, *range(200, 300)})
-# Instagram's content-publishing quota (100 posts per moving 24 hours).
-IG_PUBLISH_QUOTA: Final = (9, 2207042)
-# Instagram could not fetch the card: our public media route was unreachable, or not a JPEG.
-IG_MEDIA_FETCH: Final = (9004, 2207052)
-_TOKEN_SUBCODES: Final = {
-    458: "the app was removed by the user",
-    459: "the user's account is checkpointed",
-    460: "the password changed",
-    463: "the token expired",
-    464: "the user is unconfirmed",
-    467: "the token is invalid or was revoked",
-}
-
-
-def graph_error(
-    body: Mapping[str, Any] | None,
-    status: int | None,
-    headers: Mapping[str, str],
-    *,
-    doing: str,
-    may_publish: bool,
-    secrets: Sequence[str] = (),
-) -> ChannelError:
-    """The ChannelError for one failed Graph call: its error body, HTTP status and headers."""
-    error = body.get("error") if body is not None else None
-    if not isinstance(error, Mapping):
-        return _without_graph_body(status, doing, may_publish)
-    code = _int(error.get("code"))
-    subcode = _int(error.get("error_subcode"))
-    detail = _scrub(str(error.get("message") or "no message"), secrets)
-    user_msg = error.get("error_user_msg")
-    if user_msg:
-        detail += f" ({_scrub(str(user_msg), secrets)})"
-    label = f"{code}/{subcode}" if subcode else str(code)
-    said = f"{doing}: Graph error {label} (HTTP {status}): {detail}"
-
-    if code in AUTH_CODES:
-        why = _TOKEN_SUBCODES.get(subcode or 0, "")
-        what_to_do = (
-            "grant the app the missing permission"
-            if code not in (102, 190)
-            else "create a new long-lived access token and update the target's credentials"
-        )
-        reason = f" ({why})" if why else ""
-        return AuthError(f"{said}{reason}; {what_to_do}", status=status, code=label)
-    if code == 100 and "appsecret_proof" in detail:
-        # Code 100 is "invalid parameter", but this parameter is the app secret's signature.
-        return AuthError(
-            f"{said}; the app_secret credential does not belong to the app that issued the "
-            "access token: update it from the app's dashboard (Settings > Basic)",
-            status=status,
-            code=label,
-        )
-    if code in RATE_LIMIT_CODES or (code, subcode) == IG_PUBLISH_QUOTA:
-        return TransientError(
-            f"{said}; rate limited: wait before posting again",
-            retry_after=retry_after_from_headers(headers),
-            status=status,
-            code=label,
-        )
-    if (code, subcode) == IG_MEDIA_FETCH:
-        # Nothing was published (the container was refused), so trying again is safe; it fails
-        # until the card URL is public and serves a JPEG.
-        return TransientError(
-            f"{said}; Instagram could not fetch the alert card: check that card_base_url is "
-            "reachable from the internet and serves image/jpeg",
-            retry_after=retry_after_from_headers(headers),
-            status=status,
-            code=label,
-        )
-    if code == 506:
-        return PermanentError(
-            f"{said}; the Page refused a duplicate of a recent post: the alert is probably "
-            "already there (find_published looks)",
-            status=status,
-            code=label,
-        )
-    if code == 368:
-        return PermanentError(
-            f"{said}; Meta has blocked this account from posting for now: an administrator "
-            "must review the account in Meta Business Suite",
-            status=status,
-            code=label,
-        )
-    server_side = code in (1, 2) or bool(error.get("is_transient")) or (status or 0) >= 500
-    if server_side:
-        if may_publish:
-            return AmbiguousError(
-                f"{said}; Graph failed after receiving the post, which may exist (Graph is "
-                "known to answer code 2 / HTTP 500 after creating it): reconcile first",
-                status=status,
-                code=label,
-            )
-        return TransientError(
-            f"{said}; Graph is failing, try again",
-            retry_after=retry_after_from_headers(headers),
-            status=status,
-            code=label,
-        )
-    return PermanentError(f"{said}; Graph refused the request as it is", status=status, code=label)
-
-
-def _without_graph_body(status: int | None, doing: str, may_publish: bool) -> ChannelError:
-    said = f"{doing}: Graph answered HTTP {status} without a Graph error body"
-    if status is not None and status < 500 and status not in (408, 429):
-        return PermanentError(said, status=status)
-    if may_publish:
-        return AmbiguousError(f"{said}; the post may exist: reconcile first", status=status)
-    return TransientError(said, status=status)
-
-
-def retry_after_from_headers(
-    headers: Mapping[str, str], now: datetime | None = None
-) -> float | None:
-    """Seconds to wait: Retry-After (seconds or HTTP date) when present, it is the most precise;
-    else the largest estimated_time_to_regain_access (minutes) in the usage headers."""
-    lowered = {key.lower(): value for key, value in headers.items()}
-    retry_after = lowered.get("retry-after")
-    if retry_after:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(retry_after)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    minutes = [
-        minutes
-        for name in (
-            "x-business-use-case-usage",
-            "x-app-usage",
-            "x-page-usage",
-            "x-ad-account-usage",
-        )
-        for minutes in _regain_minutes(lowered.get(name))
-    ]
-    return max(minutes) * 60.0 if minutes and max(minutes) > 0 else None
-
-
-def _regain_minutes(header: str | None) -> list[float]:
-    if not header:
-        return []
-    try:
-        usage = json.loads(header)
-    except ValueError:
-        return []
-    found: list[float] = []
-    pending: list[object] = [usage]
-    while pending:  # BUC nests {"<id>": [{...}]}; the others are flat objects
-        item = pending.pop()
-        if isinstance(item, Mapping):
-            value = item.get("estimated_time_to_regain_access")
-            if isinstance(value, int | float) and math.isfinite(value):
-                found.append(float(value))
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return found
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text
-
-
 def graph_time(value: object) -> datetime:
     """Graph's "2026-11-21T03:00:00+0000", or a webhook's epoch seconds (or milliseconds)."""
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 100_000_000_000 else value
         return datetime.fromtimestamp(seconds, UTC)
     return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC)
-
-
-# --- webhooks ----------------------------------------------------------------------------------
-
-
-def answer_challenge(query: Mapping[str, str], verify_token: str) -> WebhookAnswer | None:
-    """Meta's subscription check: echo hub.challenge when hub.verify_token is ours."""
-    if "hub.mode" not in query:
-        return None
-    offered = query.get("hub.verify_token", "")
-    if query["hub.mode"] != "subscribe" or not hmac.compare_digest(
-        offered.encode(), verify_token.encode()
-    ):
-        return WebhookAnswer(403, "verify token does not match", "text/plain")
-    return WebhookAnswer(200, query.get("hub.challenge", ""), "text/plain")
-
-
-def verify_signature(app_secret: str, headers: Mapping[str, str], body: bytes) -> None:
-    """Check X-Hub-Signature-256 = "sha256=" + hex(HMAC-SHA256(app secret, raw body))."""
-    lowered = {key.lower(): value for key, value in headers.items()}
-    given = lowered.get(SIGNATURE_HEADER.lower())
-    if not given:
-        raise WebhookRejected(401, f"no {SIGNATURE_HEADER} header: not from Meta")
-    expected = "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise WebhookRejected(403, f"{SIGNATURE_HEADER} does not match the body")
-
-
-def webhook_json(app_secret: str, headers: Mapping[str, str], body: bytes) -> Mapping[str, Any]:
-    """The verified webhook payload (signature first: nothing unsigned is parsed)."""
-    verify_signature(app_secret, headers, body)
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise WebhookRejected(400, "signed webhook body is not JSON") from None
-    if not isinstance(payload, Mapping):
-        raise WebhookRejected(400, "signed webhook body is not a JSON object")
-    return payload
-
-
-def webhook_changes(payload: Mapping[str, Any], obj: str, field: str) -> list[tuple[Any, Any]]:
-    """(entry, change value) for each change of `field` in a payload about `obj`."""
-    if payload.get("object") != obj:
-        return []
-    found: list[tuple[Any, Any]] = []
-    for entry in payload.get("entry") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        for change in entry.get("changes") or []:
-            if isinstance(change, Mapping) and change.get("field") == field:
-                value = change.get("value")
-                if isinstance(value, Mapping):
-                    found.append((entry, value))
-    return found
 
 
 # --- publishing --------------------------------------------------------------------------------
@@ -670,106 +392,3 @@ async def new_comments(
             params["after"] = str(after)
     found.sort(key=lambda item: (item[2], str(item[1]["id"])))
     return found
-
-
-# --- the alert as text -------------------------------------------------------------------------
-
-_LABELS: Final[Mapping[str, Mapping[str, str]]] = {
-    "en": {
-        "area": "Area",
-        "expires": "Until",
-        "more": "More",
-        "contact": "Contact",
-        "replaced": "Updated {at}: this replaces the earlier alert posted here.",
-    },
-    "es": {
-        "area": "Zona",
-        "expires": "Hasta",
-        "more": "Más",
-        "contact": "Contacto",
-        "replaced": "Actualizado {at}: esto reemplaza la alerta publicada aquí antes.",
-    },
-    "fr": {
-        "area": "Zone",
-        "expires": "Jusqu'à",
-        "more": "Plus",
-        "contact": "Contact",
-        "replaced": "Mis à jour {at} : ceci remplace l'alerte publiée ici auparavant.",
-    },
-    "zh": {
-        "area": "地区",
-        "expires": "有效期至",
-        "more": "详情",
-        "contact": "联系",
-        "replaced": "{at} 更新：此内容取代此前在此发布的警报。",  # noqa: RUF001 (Chinese punctuation)
-    },
-}
-BLOCK_SEPARATOR: Final = "\n\n———\n\n"
-
-
-def labels(language: str) -> Mapping[str, str]:
-    return _LABELS.get(language.split("-")[0].lower(), _LABELS["en"])
-
-
-def _block(info: Info, detail: int) -> str:
-    """One language: 3 = everything, 2 = headline + instruction + area/expiry,
-    1 = headline + instruction, 0 = headline."""
-    words = labels(info.language)
-    lines = [info.headline.strip()]
-    if detail >= 3 and info.description:
-        lines.append(info.description.strip())
-    if detail >= 1 and info.instruction:
-        lines.append(info.instruction.strip())
-    if detail >= 2:
-        areas = ", ".join(area.description for area in info.areas)
-        if areas:
-            lines.append(f"{words['area']}: {areas}")
-        if info.expires is not None:
-            lines.append(f"{words['expires']}: {info.expires.strftime('%Y-%m-%d %H:%M %Z')}")
-    if detail >= 3 and info.contact:
-        lines.append(f"{words['contact']}: {info.contact}")
-    return "\n\n".join(lines)
-
-
-def _link(version: AlertVersion) -> str | None:
-    return version.public_url or next((i.web for i in version.content.infos if i.web), None)
-
-
-def compose_alert_text(version: AlertVersion, limit: int, *, footer: str | None = None) -> str:
-    """The alert as one post of at most `limit` characters: every language in full when it fits
-    (one post keeps one comment thread and one thing to reconcile); otherwise the first
-    language in full and the others shortened, then less, always with the link to the full
-    alert. Exercise alerts start with the exercise marking; actual alerts never carry it."""
-    infos = version.content.infos
-    exercise = is_exercise(version.content.status)
-    link = _link(version)
-    more = f"{labels(infos[0].language)['more']}: {link}" if link else None
-
-    def assemble(blocks: Sequence[str]) -> str:
-        body = BLOCK_SEPARATOR.join(blocks)
-        if not exercise:
-            # Screening refuses this, but a real alert must never read as a drill.
-            body = body.replace(EXERCISE_MARKING, "").strip()
-        elif not body.startswith(EXERCISE_MARKING):
-            body = f"{EXERCISE_MARKING}\n\n{body}"
-        return "\n\n".join(part for part in (body, more, footer) if part)
-
-    first, others = infos[0], infos[1:]
-    # (detail of the first language, detail of the others), most complete first.
-    plans = [(3, 3), (3, 1), (3, 0), (2, 0), (1, 0), (0, 0)]
-    for first_detail, other_detail in plans:
-        text = assemble([_block(first, first_detail), *(_block(i, other_detail) for i in others)])
-        if len(text) <= limit:
-            return text
-    # Only reachable with a tiny limit: the marking stays first, so a cut never loses it.
-    return _truncate(assemble([_block(first, 0)]), limit)
-
-
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    cut = text[: max(0, limit - 1)]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip() + "…"

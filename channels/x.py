@@ -7,9 +7,9 @@ target's base_url names another origin (an emulator), sends each request there w
 query unchanged, so the OAuth signature tweepy computed for api.twitter.com still verifies.
 
 Nothing here retries: tweepy's wait_on_rate_limit stays off and every failure is mapped onto the
-ChannelError tree with X's own reset time. X has no idempotency keys, so a failed write whose
-outcome is unknown is an AmbiguousError; `find_published` then looks for the exact text among the
-account's recent posts.
+ChannelError tree with X's own reset time (channels/x_errors.py). X has no idempotency keys, so a
+failed write whose outcome is unknown is an AmbiguousError; `find_published` then looks for the
+exact text among the account's recent posts.
 """
 
 from __future__ import annotations
@@ -22,23 +22,19 @@ import html
 import json
 import logging
 import re
-import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from json import JSONDecodeError
 from typing import Any, ClassVar, Final
 from unicodedata import normalize
 
 import aiohttp
 import tweepy.errors
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from tweepy.asynchronous import AsyncClient
 from yarl import URL
 
 from channels.base import (
     AlertVersion,
-    AmbiguousError,
-    AuthError,
     Channel,
     ChannelError,
     CountMethod,
@@ -51,11 +47,12 @@ from channels.base import (
     RetractMethod,
     Target,
     TargetSettings,
-    TransientError,
     WebhookAnswer,
     WebhookRejected,
 )
+from channels.x_answers import ActivityEvents, Created, Deleted, Me, Page, Tweet, User, V1Tweet
 from channels.x_dates import created_at_time
+from channels.x_errors import map_error
 from channels.x_text import MAX_PARTS, MAX_WEIGHTED_LENGTH, render_alert, weighted_length
 from channels.x_timeline import MAX_PAGES_CEILING, PAGE_SIZE, find_in_window, pages_back
 
@@ -87,16 +84,6 @@ _MENTION_PAGES: Final = 10
 # Replies start with the handles they answer ("@CountyAlerts ..."); X's apps hide them and so do we.
 _LEADING_MENTIONS = re.compile(r"^(?:@\w{1,15}\s+)+")
 _TOKEN_USER_ID = re.compile(r"^(\d+)-")
-# 403 bodies that mean the credentials, the app or the account cannot post at all.
-_AUTH_PROBLEMS: Final = (
-    "unsupported-authentication",
-    "client-forbidden",
-    "oauth1-permissions",
-    "suspended",
-    "locked",
-)
-_DUPLICATE: Final = "duplicate content"
-_REPLY_TARGET_GONE: Final = "deleted or not visible"
 
 
 def _no_request_dumps(record: logging.LogRecord) -> bool:
@@ -218,7 +205,7 @@ class XChannel(Channel):
             answer = await client.create_tweet(
                 text=post.text, in_reply_to_tweet_id=parent, user_auth=True
             )
-            created = _Created.model_validate(answer)
+            created = Created.model_validate(answer)
         except Exception as error:
             raise await self._error(
                 error, f"posting part {post.part}/{post.parts}", write=True
@@ -308,7 +295,7 @@ class XChannel(Channel):
         for tweet_id in ids:
             try:
                 answer = await client.delete_tweet(tweet_id, user_auth=True)
-                deleted = _Deleted.model_validate(answer).data.deleted
+                deleted = Deleted.model_validate(answer).data.deleted
             except tweepy.errors.NotFound:
                 continue  # already gone: deleting is done
             except Exception as error:
@@ -347,7 +334,7 @@ class XChannel(Channel):
                     user_fields=["name", "username"],
                     user_auth=True,
                 )
-                page = _Page.model_validate(answer)
+                page = Page.model_validate(answer)
             except Exception as error:
                 raise await self._error(error, "reading mentions", write=False) from error
             users = {user.id: user for user in page.includes.users}
@@ -391,7 +378,7 @@ class XChannel(Channel):
         if not hmac.compare_digest(signature.encode(), expected.encode()):
             raise WebhookRejected(403, f"X webhook call with a wrong {SIGNATURE_HEADER}")
         try:
-            events = _ActivityEvents.model_validate_json(body)
+            events = ActivityEvents.model_validate_json(body)
         except ValidationError as error:
             raise WebhookRejected(
                 400,
@@ -433,7 +420,7 @@ class XChannel(Channel):
     async def _account_id(self) -> str:
         if self._user_id is None:
             try:
-                me = _Me.model_validate(await self._api().get_me(user_auth=True))
+                me = Me.model_validate(await self._api().get_me(user_auth=True))
             except Exception as error:
                 raise await self._error(error, "looking up the account id", write=False) from error
             self._user_id = me.data.id
@@ -441,12 +428,12 @@ class XChannel(Channel):
 
     def _own_tweets(
         self, why: str, *, start_time: datetime | None = None, since_id: str | None = None
-    ) -> AsyncGenerator[list[_Tweet], None]:
+    ) -> AsyncGenerator[list[Tweet], None]:
         """The account's posts, newest first, page by page, back to `start_time` or `since_id`
         (exclusive), at most `reconcile_max_pages` pages (then a TransientError)."""
         where = f"X {why} for target {self.target.name!r}"
 
-        async def fetch(token: str | None) -> tuple[tuple[_Tweet, ...], str | None]:
+        async def fetch(token: str | None) -> tuple[tuple[Tweet, ...], str | None]:
             user_id = await self._account_id()
             try:
                 answer = await self._api().get_users_tweets(
@@ -458,7 +445,7 @@ class XChannel(Channel):
                     tweet_fields=_TWEET_FIELDS,
                     user_auth=True,
                 )
-                page = _Page.model_validate(answer)
+                page = Page.model_validate(answer)
             except Exception as error:
                 raise await self._error(
                     error, f"{why}: reading the account's posts", write=False
@@ -479,233 +466,6 @@ class XChannel(Channel):
 
     async def _error(self, error: Exception, action: str, *, write: bool) -> ChannelError:
         return await map_error(error, f"X {action} for target {self.target.name!r}", write=write)
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-async def map_error(error: Exception, where: str, *, write: bool) -> ChannelError:
-    """One tweepy/aiohttp failure as a ChannelError. `write`: the request may have changed
-    something (a new post), so a lost answer means "may have posted"."""
-    if isinstance(error, ChannelError):
-        return error
-    if isinstance(error, tweepy.errors.HTTPException):
-        return _from_http(error, await _problem(error.response), where, write=write)
-    if isinstance(error, aiohttp.ClientConnectorError):
-        # Never connected: nothing was sent, so even a write can simply be tried again.
-        return TransientError(f"{where}: cannot connect to X ({type(error).__name__})")
-    if isinstance(error, aiohttp.ClientResponseError):  # e.g. an HTML error page from a proxy
-        return _by_status(error.status, f"{where}: HTTP {error.status} without X's JSON", write)
-    if isinstance(error, TimeoutError | aiohttp.ClientError | ValidationError | JSONDecodeError):
-        what = "no answer in time" if isinstance(error, TimeoutError) else type(error).__name__
-        message = f"{where}: the answer was lost ({what})"
-        if write:
-            return AmbiguousError(message + "; it may have posted: reconcile before retrying")
-        return TransientError(message)
-    # Not a failure X or the network should cause (a tweepy bug, say): the caller keeps the
-    # traceback through `raise ... from`, and a write still counts as "may have posted".
-    message = f"{where}: unexpected {type(error).__name__}"
-    return AmbiguousError(message) if write else TransientError(message)
-
-
-async def _problem(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    """X's error body: a v2 problem ({title, detail, type, status}) and/or {errors: [...]}.
-    tweepy already read it, so this parses the buffered body again."""
-    try:
-        body = await response.json(content_type=None)
-    except (aiohttp.ClientError, JSONDecodeError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _words(problem: Mapping[str, Any]) -> str:
-    """X's own words for an error: the detail (else the title) and each error's message."""
-    said = [str(problem.get("detail") or problem.get("title") or "")]
-    for item in problem.get("errors") or ():
-        if isinstance(item, dict):
-            said.append(str(item.get("message") or item.get("detail") or ""))
-    return "; ".join(dict.fromkeys(word for word in said if word))
-
-
-def _from_http(error: Any, problem: Mapping[str, Any], where: str, *, write: bool) -> ChannelError:
-    response = error.response
-    status = int(response.status)
-    said = _words(problem)
-    message = f"{where}: {status} {said}".rstrip()
-    lowered = f"{said} {problem.get('type', '')} {problem.get('reason', '')}".lower()
-    if status == 429:
-        return TransientError(message, retry_after=_retry_after(response.headers), status=status)
-    if status == 401:
-        return AuthError(
-            message + ": X rejected the credentials; check consumer key/secret and access "
-            "token/secret, and regenerate them if they were revoked",
-            status=status,
-        )
-    if status == 403:
-        if _DUPLICATE in lowered:
-            return PermanentError(
-                message + " (X refuses the same text twice; if this is a retry, the first attempt "
-                "posted it: find_published returns it)",
-                status=status,
-                code="duplicate",
-            )
-        if _REPLY_TARGET_GONE in lowered:
-            # Right after part 1 is posted X sometimes does not see it yet; if it was deleted,
-            # the retries run out and the delivery is dead-lettered.
-            return TransientError(message, retry_after=5.0, status=status, code="reply-target")
-        if any(problem_kind in lowered for problem_kind in _AUTH_PROBLEMS):
-            return AuthError(
-                message + ": check the app has read and write permission, uses OAuth 1.0a user "
-                "context, and the account is in good standing",
-                status=status,
-            )
-        return PermanentError(message, status=status)
-    return _by_status(status, message, write)
-
-
-def _by_status(status: int, message: str, write: bool) -> ChannelError:
-    if status == 401:
-        return AuthError(message, status=status)
-    if status == 429:
-        return TransientError(message, status=status)
-    if status >= 500:
-        if write:
-            return AmbiguousError(
-                message + "; X may have posted it: reconcile before retrying", status=status
-            )
-        return TransientError(message, status=status)
-    if 200 <= status < 300:  # a success whose answer we could not read
-        return AmbiguousError(message, status=status) if write else TransientError(message)
-    return PermanentError(message, status=status)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds until X lets us in again. A 429 may come from the 15-minute window
-    (x-rate-limit-*) or from the 24-hour caps on posting (x-user-limit-24hour-*,
-    x-app-limit-24hour-*): wait for the latest reset among the windows that are used up."""
-    resets: list[float] = []
-    for window in ("x-rate-limit", "x-user-limit-24hour", "x-app-limit-24hour"):
-        reset = headers.get(f"{window}-reset")
-        if reset is not None and headers.get(f"{window}-remaining") == "0":
-            resets.append(float(reset))
-    if not resets and headers.get("x-rate-limit-reset") is not None:
-        resets.append(float(headers["x-rate-limit-reset"]))
-    if not resets:
-        return None
-    return max(0.0, max(resets) - time.time())
-
-
-# --- X's answers -----------------------------------------------------------------------------
-
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Reference(_Answer):
-    type: str
-    id: str
-
-
-class _Url(_Answer):
-    url: str  # the t.co link X put in the text
-    expanded_url: str | None = None
-
-
-class _Entities(_Answer):
-    urls: tuple[_Url, ...] = ()
-
-
-class _Tweet(_Answer):
-    id: str
-    text: str
-    author_id: str | None = None
-    created_at: datetime | None = None
-    conversation_id: str | None = None
-    referenced_tweets: tuple[_Reference, ...] = ()
-    entities: _Entities | None = None
-
-    def replied_to(self) -> str | None:
-        return next((ref.id for ref in self.referenced_tweets if ref.type == "replied_to"), None)
-
-    def display_text(self) -> str:
-        """The text as written: X escapes &, < and > and wraps every link in t.co."""
-        text = html.unescape(self.text)
-        for url in self.entities.urls if self.entities else ():
-            text = text.replace(url.url, url.expanded_url or url.url)
-        return text
-
-
-class _User(_Answer):
-    id: str
-    username: str
-    name: str
-
-
-class _Includes(_Answer):
-    users: tuple[_User, ...] = ()
-
-
-class _Meta(_Answer):
-    result_count: int = 0
-    newest_id: str | None = None
-    next_token: str | None = None
-
-
-class _Page(_Answer):
-    data: tuple[_Tweet, ...] = ()
-    includes: _Includes = _Includes()
-    meta: _Meta = _Meta()
-
-
-class _CreatedTweet(_Answer):
-    id: str
-    text: str
-
-
-class _Created(_Answer):
-    data: _CreatedTweet
-
-
-class _DeletedFlag(_Answer):
-    deleted: bool
-
-
-class _Deleted(_Answer):
-    data: _DeletedFlag
-
-
-class _Me(_Answer):
-    data: _User
-
-
-class _V1User(_Answer):
-    id_str: str
-    screen_name: str
-    name: str
-
-
-class _V1Extended(_Answer):
-    full_text: str
-
-
-class _V1Tweet(_Answer):
-    """A v1.1 tweet object, as the Account Activity API delivers it."""
-
-    id_str: str
-    created_at: str  # "Wed Oct 10 20:19:24 +0000 2018"
-    text: str = ""
-    full_text: str | None = None
-    extended_tweet: _V1Extended | None = None
-    user: _V1User
-    in_reply_to_status_id_str: str | None = None
-    retweeted_status: dict[str, Any] | None = None
-    entities: _Entities | None = None
-
-
-class _ActivityEvents(_Answer):
-    for_user_id: str
-    tweet_create_events: tuple[_V1Tweet, ...] = ()
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -747,7 +507,7 @@ def _reader_text(text: str) -> str:
     return _LEADING_MENTIONS.sub("", text, count=1).strip() or text.strip()
 
 
-def _mention(tweet: _Tweet, author: _User | None) -> InboundMessage:
+def _mention(tweet: Tweet, author: User | None) -> InboundMessage:
     username = author.username if author else None
     return InboundMessage(
         source="x",
@@ -762,7 +522,7 @@ def _mention(tweet: _Tweet, author: _User | None) -> InboundMessage:
     )
 
 
-def _webhook_mention(tweet: _V1Tweet) -> InboundMessage:
+def _webhook_mention(tweet: V1Tweet) -> InboundMessage:
     if tweet.extended_tweet is not None:  # longer than 140: the full text is here
         text = tweet.extended_tweet.full_text
     else:
