@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -127,3 +129,20 @@ async def test_entries_appended_together_chain_in_their_order(engine: AsyncEngin
             )
         )
     assert actions[2:7] == [f"alert.step{n}" for n in range(5)]
+
+
+def test_an_entrys_hash_is_the_one_logs_written_earlier_hold() -> None:
+    """The hash of a known entry, pinned: a change to what is hashed, or how, would make every
+    log written before it fail verification."""
+    entry = AuditEntry(
+        actor="alice",
+        action="alert.approve",
+        subject="alert:1/version:1",
+        source_address="192.0.2.7",
+        details={"to": "released", "text": "Évacuez"},
+        content_hash="ab" * 32,
+    )
+    at = datetime(2026, 11, 22, 3, 0, 0, 123456, tzinfo=UTC)
+    assert audit.entry_hash(at, entry, audit.GENESIS_HASH) == (
+        "deae133240aad4d84cadb06d7876e9f4412587e0b6163e8597336549c5064cda"
+    )
