@@ -78,8 +78,9 @@ async def append_all(
     connection: AsyncConnection, entries: Sequence[tuple[AuditEntry, datetime | None]]
 ) -> list[int]:
     """Add `entries` (each with its time, None for now), in order, at the end of the chain
-    inside the caller's transaction; return their seqs. One lock, one read of the chain's end
-    and one insert for them all: an approval writes several entries, on the way to its posts."""
+    inside the caller's transaction; return their seqs. One lock and one read of the chain's
+    end for them all, and on PostgreSQL one insert: an approval writes several entries, on the
+    way to its posts. (SQLite's driver inserts them one by one, in order, to return the seqs.)"""
     if not entries:
         return []
     if connection.dialect.name == "postgresql":

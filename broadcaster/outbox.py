@@ -349,8 +349,8 @@ class _Rows:
         """The payloads, then the deliveries that reference them, in batched inserts."""
         ids: list[int] = []
         if self.payloads:
-            # One statement for them all (a release to eight channels has eight), the ids in
-            # the order of the rows.
+            # One statement for them all on PostgreSQL (a release to eight channels has eight;
+            # SQLite's driver inserts them one by one), the ids in the order of the rows.
             inserted = await connection.execute(
                 delivery_payloads.insert().returning(
                     delivery_payloads.c.id, sort_by_parameter_order=True

@@ -7,7 +7,8 @@ dies mid-send has still used the try. On PostgreSQL the rows are picked with
 `FOR UPDATE SKIP LOCKED`, so workers claiming at once never wait on or take each other's rows;
 SQLite serialises writers (BEGIN IMMEDIATE), which gives the same guarantee for one process.
 One claim serves every target with room at once (`claim_targets`), in as many statements as a
-claim for one target: a release to eight channels waits for one claim, not eight.
+claim for one target (on SQLite, up to 64 targets): a release to eight channels waits for one
+claim, not eight.
 
 A delivery claimed back from a dead worker is suspect: the part it was sending may have gone out.
 Its next part is looked up with find_published before anything is sent (`reconcile_part`).
@@ -95,6 +96,8 @@ _STATES = (*_WAITING, _S.in_flight)
 # SQLite allows 500 SELECTs in one compound statement: a statement picks for this many targets
 # at most (three SELECTs each), and more targets take several.
 _TARGETS_PER_SQLITE_PICK: Final = 64
+# Ids one SQLite UPDATE takes at most (its limit is 32,766 parameters; four more are bound).
+_IDS_PER_SQLITE_TAKE: Final = 10_000
 
 
 def _pick(state: DeliveryState, target: Any, limit: Any, *, lock: bool) -> Any:
@@ -223,10 +226,15 @@ async def claim_targets(
     flight under lease `token`, the longest due first. Their payloads are read into `payloads`
     if it lacks them.
 
-    All targets are claimed by the same few statements, whatever their number: a release to
-    eight channels used to make forty trips to PostgreSQL (three picks, the update and the
-    payloads, per target) before the first post could go out."""
+    The targets share their statements: a release to eight channels used to make forty trips
+    to PostgreSQL (three picks, the update and the payloads, per target) before the first post
+    could go out. (SQLite takes one more pick statement for every 64 targets.) Each target is
+    named once."""
     claimed: dict[str, list[Claimed]] = {target: [] for target, _limit in wanted}
+    if len(claimed) != len(wanted):
+        # Twice would pick its rows twice (PostgreSQL's SKIP LOCKED skips only other
+        # transactions' locks) and write a dead worker's abandoned try twice.
+        raise ValueError("claim_targets: a target is named more than once")
     wanted = [(target, limit) for target, limit in wanted if limit > 0]
     if not wanted:
         return claimed
@@ -246,13 +254,18 @@ async def claim_targets(
         picked += candidates
     if not picked:
         return claimed
-    taken = await connection.execute(
-        _TAKE[is_postgresql(connection)],
-        {"ids": [row.id for row in picked], "token": token, "until": lease_until, "now": now},
-    )
+    ids = [row.id for row in picked]
+    taken: list[Any] = []
+    # SQLite binds each id as a parameter: several busy targets at a large claim_batch could
+    # pass its limit in one statement. (PostgreSQL takes them as one array.)
+    step = len(ids) if is_postgresql(connection) else _IDS_PER_SQLITE_TAKE
+    for start in range(0, len(ids), step):
+        chunk = ids[start : start + step]
+        parameters = {"ids": chunk, "token": token, "until": lease_until, "now": now}
+        taken += (await connection.execute(_TAKE[is_postgresql(connection)], parameters)).all()
     # Rows read by position: a Row's attribute lookup costs ten times an index, and a claim
     # reads some twenty fields of hundreds of rows.
-    rows = sorted(taken.all(), key=_first)
+    rows = sorted(taken, key=_first)
     await payloads.load(connection, {row[_PAYLOAD_ID] for row in rows})
     abandoned = [row for row in picked if row.state == _S.in_flight]
     if abandoned:

@@ -126,7 +126,11 @@ class Tries:
                         raise  # the worker is stopping: the runner ends
                     runner.uncancel()  # only this try was stopped
                 except Exception:  # a bug in the try's own bookkeeping: the others go on
-                    log.exception("the try of delivery %s failed; its lease will lapse", job.id)
+                    log.exception(
+                        "the try of delivery %s failed; it stays claimed by this worker (its "
+                        "lease is renewed) until the worker restarts, then it is reconciled",
+                        job.id,
+                    )
                 finally:
                     self._busy[lane] -= 1
                     self._end(job)

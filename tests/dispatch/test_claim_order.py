@@ -4,9 +4,10 @@ due. On SQLite the three states are read by one statement (claims wait on the on
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -178,13 +179,44 @@ async def test_a_claim_for_more_targets_than_one_sqlite_statement_holds_takes_th
     engine: AsyncEngine, desk: Desk, clock: FakeClock
 ) -> None:
     """SQLite caps a compound SELECT at 500 parts: a claim for two hundred targets (three parts
-    each) picks in several statements and still finds every target's rows."""
+    each) picks in several statements and still finds every target's rows, in the first of
+    them and in the last."""
     phones = await _list_of_six(desk, engine)
+    _alert, version_id = await desk.release(channels=["x"], area="Hillside")
+    (post,) = [row.id for row in await delivery_rows(engine, version_id)]
     now = clock() + timedelta(seconds=1)
     quiet = [(f"quiet-{n}", 1) for n in range(200)]
     async with engine.begin() as connection:
         claimed = await claims.claim_targets(
-            connection, [*quiet, ("sms-live", 4)], "test-worker/1", now, now, PayloadCache()
+            connection,
+            [("sms-live", 4), *quiet, ("x-live", 1)],
+            "test-worker/1",
+            now,
+            now,
+            PayloadCache(),
         )
     assert [job.id for job in claimed["sms-live"]] == phones[:4]
+    assert [job.id for job in claimed["x-live"]] == [post]
     assert all(claimed[target] == [] for target, _room in quiet)
+
+
+async def test_ids_past_one_sqlite_statements_share_are_taken_in_several(
+    engine: AsyncEngine, desk: Desk, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claimed rows are marked in flight in statements of a bounded number of ids (SQLite
+    binds each), and none is left out or taken twice."""
+    monkeypatch.setattr(claims, "_IDS_PER_SQLITE_TAKE", 2)
+    phones = await _list_of_six(desk, engine)
+    jobs = await _claim(engine, 5, "test-worker/1", clock() + timedelta(seconds=1))
+    assert [job.id for job in jobs] == phones[:5]
+    states = {row.id: row.state for row in await delivery_rows(engine)}
+    assert [states[delivery_id] for delivery_id in phones] == ["in_flight"] * 5 + ["queued"]
+
+
+async def test_a_target_named_twice_is_refused(engine: AsyncEngine) -> None:
+    now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    async with engine.begin() as connection:
+        with pytest.raises(ValueError, match="more than once"):
+            await claims.claim_targets(
+                connection, [("sms-live", 2), ("sms-live", 3)], "w/1", now, now, PayloadCache()
+            )
