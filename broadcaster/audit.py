@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -31,6 +31,7 @@ _VERIFY_BATCH = 5000
 
 @dataclass(frozen=True)
 class AuditEntry:
+    # Its fields are the audit_log columns of the same names: stored, and hashed, as they are.
     actor: str
     action: str
     subject: str | None = None
@@ -39,24 +40,12 @@ class AuditEntry:
     content_hash: str | None = None
 
 
-def _fields(entry: AuditEntry) -> dict[str, Any]:
-    """The entry's own fields, by column name: what is stored and what is hashed."""
-    return {
-        "actor": entry.actor,
-        "action": entry.action,
-        "subject": entry.subject,
-        "source_address": entry.source_address,
-        "details": entry.details,
-        "content_hash": entry.content_hash,
-    }
-
-
 def entry_hash(at: datetime, entry: AuditEntry, prev_hash: str) -> str:
     """SHA-256 over the canonical JSON of an entry's fields and its predecessor's hash."""
     canonical = json.dumps(
         {
             "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-            **_fields(entry),
+            **asdict(entry),
             "prev_hash": prev_hash,
         },
         sort_keys=True,
@@ -96,7 +85,7 @@ async def append_all(
         # Stored times have microsecond precision on both backends; hash exactly what is stored.
         moment = (at or datetime.now(UTC)).astimezone(UTC)
         hashed = entry_hash(moment, entry, prev_hash)
-        rows.append({"at": moment, **_fields(entry), "prev_hash": prev_hash, "entry_hash": hashed})
+        rows.append({"at": moment, **asdict(entry), "prev_hash": prev_hash, "entry_hash": hashed})
         prev_hash = hashed
     result = await connection.execute(
         audit_log.insert().returning(audit_log.c.seq, sort_by_parameter_order=True), rows

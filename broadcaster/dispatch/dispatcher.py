@@ -235,9 +235,9 @@ class Dispatcher:
                 now + self.lease,
                 self.payloads,
             )
-        got = [(lane, room, claimed[lane.name]) for lane, room in wanted]
         total = 0
-        for lane, room, jobs in got:
+        for lane, room in wanted:
+            jobs = claimed[lane.name]
             lane.backlog = len(jobs) == room
             for job in jobs:
                 lane.held.add(job.id)
